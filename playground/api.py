@@ -1,0 +1,280 @@
+"""The public API under /v1 (CONTRACT.md §3–§6)."""
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Sum
+from django.http import Http404, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from billing import ledger
+
+from . import catalogue, jobs, pricing
+from .auth import ApiKeyAuth, key_from_header
+from .engine import events
+from .errors import ApiError, error_body, loc_to_param
+from .models import Job
+from .schemas import json_schema
+
+log = logging.getLogger(__name__)
+api = NinjaAPI(
+    title="Playground API",
+    version="1.0.0",
+    description="Submit generation jobs, poll or wait for them, and use OpenAI-compatible endpoints.",
+    urls_namespace="api",
+    docs_url="/docs",
+)
+bearer = ApiKeyAuth()
+ENVELOPE = ("model", "wait_for_result")
+
+
+@api.exception_handler(ApiError)
+def _api_error(request, exc: ApiError):
+    return JsonResponse(exc.body(), status=exc.status)
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request, exc):
+    first = exc.errors[0] if exc.errors else {}
+    param = loc_to_param(first.get("loc", ()))
+    message = first.get("msg", "Invalid input.")
+    return JsonResponse(error_body(400, "invalid_parameter", message, param), status=400)
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request, exc):
+    return JsonResponse(error_body(401, "missing_api_key", "Send an API key."), status=401)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return JsonResponse(error_body(exc.status_code, "error", str(exc)), status=exc.status_code)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return JsonResponse(error_body(404, "not_found", "Not found."), status=404)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request, exc):
+    log.exception("unexpected API error")
+    body = error_body(500, "internal_error", "Something went wrong on our side.")
+    return JsonResponse(body, status=500)
+
+
+def parse_body(request) -> dict:
+    if len(request.body) > settings.PLAYGROUND_MAX_BODY_BYTES:
+        raise ApiError(413, "request_too_large", "The request body is too large.")
+    try:
+        data = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return data
+
+
+def model_document(model) -> dict:
+    return {
+        "id": model.slug,
+        "object": "model",
+        "created": int(model.created.timestamp()),
+        "owned_by": model.owned_by,
+        "name": model.name,
+        "description": model.description,
+        "modality": model.modality,
+        "endpoint": model.endpoint,
+        "pricing": pricing.pricing_document(model),
+        "parameters": json_schema(model),
+    }
+
+
+@api.get("/models", auth=None, tags=["models"], summary="List models")
+def list_models(request):
+    key_from_header(request.headers.get("Authorization"))
+    data = [model_document(m) for m in catalogue.visible_models()]
+    return {"object": "list", "data": data}
+
+
+@api.get("/models/{model_id}", auth=None, tags=["models"], summary="Get a model")
+def get_model(request, model_id: str):
+    key_from_header(request.headers.get("Authorization"))
+    model = catalogue.get_model(model_id)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    return model_document(model)
+
+
+def _submit_or_poll(key, modality: str, data: dict) -> tuple[Job, bool, bool]:
+    """(job, submitted, wait): a submit creates a job; a body with only request_id polls it."""
+    wait = data.get("wait_for_result", False)
+    if not isinstance(wait, bool):
+        raise ApiError(400, "invalid_parameter", "wait_for_result must be a boolean.", "wait_for_result")
+    if "model" not in data and "request_id" in data:
+        return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
+    model_id = data.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        raise ApiError(400, "invalid_parameter", "model is required.", "model")
+    model = catalogue.get_model(model_id)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    if model.modality != modality:
+        raise ApiError(
+            400,
+            "wrong_modality",
+            f"{model_id} is a {model.modality} model; use {model.endpoint}.",
+            "model",
+        )
+    params = jobs.validate_params(model, {k: v for k, v in data.items() if k not in ENVELOPE})
+    return jobs.submit_job(key.user, model, params, api_key=key), True, wait
+
+
+def _refresh(job: Job) -> tuple[Job, dict]:
+    job.refresh_from_db()
+    return job, jobs.status_document(job)
+
+
+async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
+    """Wait for the job's result event (or the timeout); returns the job and its document."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = events.group_name(job.request_id)
+    await layer.group_add(group, channel)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            # Checked after joining the group, so a result published meanwhile is not missed.
+            job, doc = await sync_to_async(_refresh)(job)
+            left = deadline - loop.time()
+            if job.is_terminal or left <= 0:
+                return job, doc
+            try:
+                while True:
+                    message = await asyncio.wait_for(layer.receive(channel), min(left, 5.0))
+                    if message.get("payload", {}).get("type") == "result":
+                        break
+                    left = deadline - loop.time()
+            except TimeoutError:
+                pass
+    finally:
+        await layer.group_discard(group, channel)
+
+
+def _generate_view(modality: str):
+    async def generate(request):
+        data = parse_body(request)
+        job, submitted, wait = await sync_to_async(_submit_or_poll)(request.api_key, modality, data)
+        if wait:
+            job, doc = await wait_until_done(job, settings.PLAYGROUND_WAIT_SECONDS)
+            return JsonResponse(doc, status=200 if job.is_terminal else 202)
+        if submitted:
+            return JsonResponse(
+                {
+                    "request_id": str(job.request_id),
+                    "model": job.model_slug,
+                    "status": job.status,
+                    "created": int(job.created.timestamp()),
+                }
+            )
+        return JsonResponse(await sync_to_async(jobs.status_document)(job))
+
+    generate.__name__ = f"generate_{modality}"
+    return generate
+
+
+for _modality in ("text", "image", "video", "audio"):
+    api.post(
+        f"/generate-{_modality}",
+        auth=bearer,
+        tags=["generation"],
+        summary=f"Submit or poll a {_modality} job",
+        description=(
+            'Body `{"model": id, …parameters}` submits a job; `{"request_id": id}` returns its '
+            'status document. `"wait_for_result": true` waits for the final document (202 if '
+            "still running when the wait ends)."
+        ),
+    )(_generate_view(_modality))
+
+
+@api.get("/requests/{request_id}", auth=bearer, tags=["requests"], summary="Get a job")
+def get_request(request, request_id: str):
+    return jobs.status_document(jobs.get_job_for_user(request.api_key.user, request_id))
+
+
+@api.post("/requests/{request_id}/cancel", auth=bearer, tags=["requests"], summary="Cancel a job")
+def cancel_request(request, request_id: str):
+    job = jobs.get_job_for_user(request.api_key.user, request_id)
+    return jobs.status_document(jobs.cancel_job(job))
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        created, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), int(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_parameter", "cursor is not valid.", "cursor") from None
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created.isoformat()}|{job.pk}".encode()).decode()
+
+
+@api.get("/requests", auth=bearer, tags=["requests"], summary="List your jobs, newest first")
+def list_requests(
+    request,
+    limit: int = 20,
+    cursor: str | None = None,
+    model: str | None = None,
+    status: str | None = None,
+):
+    if not 1 <= limit <= 100:
+        raise ApiError(400, "invalid_parameter", "limit must be between 1 and 100.", "limit")
+    qs = Job.objects.filter(user=request.api_key.user)
+    if model:
+        qs = qs.filter(model_slug=model)
+    if status:
+        if status not in dict(Job.STATUSES):
+            raise ApiError(400, "invalid_parameter", f"unknown status {status!r}.", "status")
+        qs = qs.filter(status=status)
+    if cursor:
+        created, pk = _decode_cursor(cursor)
+        qs = qs.filter(created__lte=created).exclude(created=created, pk__gte=pk)
+    page = list(qs.order_by("-created", "-id")[: limit + 1])
+    has_more = len(page) > limit
+    page = page[:limit]
+    return {
+        "object": "list",
+        "data": [jobs.status_document(j) for j in page],
+        "has_more": has_more,
+        "next_cursor": _encode_cursor(page[-1]) if has_more else None,
+    }
+
+
+@api.get("/user/profile", auth=bearer, tags=["account"], summary="Your account and this key")
+def profile(request):
+    key = request.api_key
+    balance, available = ledger.balances(key.user)
+    spend = Job.objects.filter(api_key=key).aggregate(total=Sum("cost"))["total"] or 0
+    return {
+        "email": key.user.email,
+        "tier": key.tier,
+        "balance": ledger.fmt(balance),
+        "available": ledger.fmt(available),
+        "key": {
+            "name": key.name,
+            "prefix": key.prefix,
+            "spend": ledger.fmt(spend),
+            "spend_cap_remaining": None,
+        },
+    }

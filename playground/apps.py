@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class PlaygroundConfig(AppConfig):
+    name = "playground"
+
+    def ready(self):
+        from .catalogue import sync_after_migrate
+
+        post_migrate.connect(sync_after_migrate, sender=self)

@@ -1,0 +1,43 @@
+"""API key authentication, shared by the API and the websocket consumer."""
+
+from ninja.security import HttpBearer
+
+from accounts.keys import authenticate_key
+from accounts.models import ApiKey
+
+from .errors import ApiError
+
+
+def bearer_token(header_value: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` value; '' when the header is there but malformed."""
+    if header_value is None:
+        return None
+    scheme, _, token = header_value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return token.strip()
+
+
+def key_from_header(header_value: str | None) -> ApiKey | None:
+    """None when no key was sent; the key when valid; ApiError 401 when one was sent but is bad."""
+    token = bearer_token(header_value)
+    if token is None:
+        return None
+    key = authenticate_key(token) if token else None
+    if key is None:
+        raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
+    return key
+
+
+class ApiKeyAuth(HttpBearer):
+    """Bearer API keys; never logs what was sent."""
+
+    def __call__(self, request):
+        key = key_from_header(request.headers.get("Authorization"))
+        if key is None:
+            raise ApiError(401, "missing_api_key", "Send an API key: Authorization: Bearer <key>.")
+        request.api_key = key
+        return key
+
+    def authenticate(self, request, token):  # pragma: no cover - __call__ does the work
+        return None

@@ -1,0 +1,43 @@
+"""The model catalogue: built-in models defined in code, operator models in the database."""
+
+from decimal import Decimal
+
+from .models import AIModel
+
+BUILTIN = [
+    {
+        "slug": "trigram-pydoc",
+        "name": "Trigram LM (Python help topics)",
+        "description": (
+            "Built-in demo model. A word trigram language model trained at first start on the "
+            "Python help topics that ship with CPython. It runs offline in milliseconds and "
+            "streams token by token; its text is locally fluent and otherwise nonsense. It is "
+            "here to show the platform, not to answer questions."
+        ),
+        "modality": "text",
+        "backend": "trigram",
+        "per_request": Decimal("0"),
+        "per_1k_input": Decimal("0.01"),
+        "per_1k_output": Decimal("0.02"),
+        "max_tokens_limit": 1024,
+    },
+]
+BUILTIN_SLUGS = {m["slug"] for m in BUILTIN}
+
+
+def sync_builtins() -> None:
+    """Create or update the built-in models from code."""
+    for spec in BUILTIN:
+        AIModel.objects.update_or_create(slug=spec["slug"], defaults={**spec, "builtin": True})
+
+
+def sync_after_migrate(**kwargs) -> None:
+    sync_builtins()
+
+
+def visible_models():
+    return AIModel.objects.filter(enabled=True)
+
+
+def get_model(slug: str) -> AIModel | None:
+    return visible_models().filter(slug=slug).first()

@@ -1,0 +1,66 @@
+"""Live job status over websockets (CONTRACT.md §7)."""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from .auth import key_from_header
+from .engine import events
+from .errors import ApiError
+from . import jobs
+
+
+@database_sync_to_async
+def _user_from_scope(scope):
+    """The Bearer key's user, else the session user; None when neither authenticates."""
+    headers = dict(scope.get("headers") or [])
+    raw = headers.get(b"authorization")
+    try:
+        key = key_from_header(raw.decode("latin-1") if raw is not None else None)
+    except ApiError:
+        return None
+    if key is not None:
+        return key.user
+    user = scope.get("user")
+    return user if user is not None and user.is_authenticated else None
+
+
+@database_sync_to_async
+def _snapshot(user, request_id):
+    """(document, terminal, seq) for the user's job; ApiError 404 when not theirs."""
+    job = jobs.get_job_for_user(user, request_id)
+    live = events.live_state(job.request_id) if job.status == job.RUNNING else None
+    return jobs.status_document(job), job.is_terminal, (live or {}).get("seq", 0)
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        await self.accept()
+        self.group = None
+        user = await _user_from_scope(self.scope)
+        if user is None:
+            await self.close(code=4401)
+            return
+        request_id = self.scope["url_route"]["kwargs"]["request_id"]
+        self.group = events.group_name(request_id)
+        # Join before reading the snapshot: nothing published in between is lost.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        try:
+            document, terminal, self.seq = await _snapshot(user, request_id)
+        except ApiError:
+            await self.close(code=4404)
+            return
+        await self.send_json({"type": "snapshot", "job": document})
+        if terminal:
+            await self.close(code=1000)
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def job_event(self, event):
+        if event["seq"] <= self.seq:
+            return
+        self.seq = event["seq"]
+        await self.send_json(event["payload"])
+        if event["payload"]["type"] == "result":
+            await self.close(code=1000)

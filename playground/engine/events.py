@@ -1,0 +1,128 @@
+"""Live job events: the per-process publisher, the live state cache and cancel flags.
+
+Events go to the channel-layer group `job_<request_id>`. Each carries a per-job sequence
+number; before publishing, the worker stores the state so far (seq, text, progress) in the
+cache, so a websocket that joins late takes that state as its snapshot and forwards only the
+events with a higher seq: no token lost, none twice.
+"""
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+
+log = logging.getLogger(__name__)
+LIVE_TTL = 3600
+
+
+def group_name(request_id) -> str:
+    return f"job_{request_id}"
+
+
+def live_key(request_id) -> str:
+    return f"pg:live:{request_id}"
+
+
+def cancel_key(request_id) -> str:
+    return f"pg:cancel:{request_id}"
+
+
+def live_state(request_id) -> dict | None:
+    return cache.get(live_key(request_id))
+
+
+def set_live_state(request_id, state: dict) -> None:
+    cache.set(live_key(request_id), state, LIVE_TTL)
+
+
+def request_cancel(request_id) -> None:
+    cache.set(cancel_key(request_id), True, LIVE_TTL)
+
+
+def cancel_requested(request_id) -> bool:
+    return bool(cache.get(cancel_key(request_id)))
+
+
+class Publisher:
+    """One event loop thread per process sends every event, in order, over long-lived connections."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue | None = None
+        self.pending = 0
+        self.idle = threading.Condition()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name="events")
+        self.thread.start()
+        ready.wait()
+
+    def _run(self, ready):
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.call_soon(ready.set)
+        self.loop.run_until_complete(self._pump())
+
+    async def _pump(self):
+        layer = get_channel_layer()
+        while True:
+            group, message = await self.queue.get()
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                log.exception("could not publish an event to %s", group)
+            with self.idle:
+                self.pending -= 1
+                if not self.pending:
+                    self.idle.notify_all()
+
+    def send(self, group: str, message: dict) -> None:
+        with self.idle:
+            self.pending += 1
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, message))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every event sent so far has been handed to the channel layer."""
+        deadline = time.monotonic() + timeout
+        with self.idle:
+            while self.pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.idle.wait(left)
+        return True
+
+
+_publisher: Publisher | None = None
+_lock = threading.Lock()
+
+
+def publisher() -> Publisher:
+    global _publisher
+    # A forked worker child must not reuse its parent's loop thread (it does not exist there).
+    if _publisher is None or _publisher.pid != os.getpid():
+        with _lock:
+            if _publisher is None or _publisher.pid != os.getpid():
+                _publisher = Publisher()
+    return _publisher
+
+
+def publish(request_id, payload: dict, seq: int = 0) -> None:
+    publisher().send(group_name(request_id), {"type": "job.event", "seq": seq, "payload": payload})
+
+
+def publish_result(request_id, document: dict) -> None:
+    # seq 2**62: later than anything the worker sent, so a late snapshot never hides the result.
+    publish(request_id, {"type": "result", "job": document}, seq=2**62)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    return _publisher.flush(timeout) if _publisher and _publisher.pid == os.getpid() else True
+
+
+atexit.register(flush, 2.0)

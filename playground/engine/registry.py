@@ -1,0 +1,49 @@
+"""Which backend runs a model, and how a job reaches the engine."""
+
+from django.conf import settings
+
+from .base import Backend
+
+
+def backend_for(model) -> Backend:
+    if model.backend == "trigram":
+        from .textgen import TrigramBackend
+
+        return TrigramBackend(model.config)
+    if model.backend == "openai":
+        from .openai_backend import OpenAIBackend
+
+        return OpenAIBackend({"timeout": settings.PLAYGROUND_UPSTREAM_TIMEOUT, **model.config})
+    raise LookupError(f"unknown backend {model.backend!r}")
+
+
+def prompt_text(params: dict) -> str:
+    if params.get("prompt") is not None:
+        return params["prompt"]
+    from .textgen import render_chat
+
+    return render_chat(params.get("messages") or [])
+
+
+def prompt_tokens_bound(model, params: dict) -> int:
+    """Input tokens for the hold: exact for our own tokenizer, an upper bound for upstreams."""
+    if model.modality != "text":
+        return 0
+    text = prompt_text(params)
+    if model.backend == "trigram":
+        from .textgen import get_model
+
+        return get_model().count_tokens(text)
+    # No tokenizer known for an upstream: real tokenizers never use more tokens than UTF-8 bytes
+    # (plus a few per chat message for the template).
+    return len(text.encode()) + 8 * len(params.get("messages") or [])
+
+
+def enqueue(job) -> None:
+    from .tasks import run_job
+
+    run_job.apply_async(args=[job.pk], queue=queue_for(job))
+
+
+def queue_for(job) -> str:
+    return "engine"

@@ -1,0 +1,118 @@
+"""Runs one job on its backend: state transitions, events, billing. Called by the Celery task."""
+
+import logging
+import time
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing import ledger
+
+from .. import pricing
+from ..models import Job
+from . import events, registry
+from .base import BackendError, Canceled
+
+log = logging.getLogger(__name__)
+CANCEL_CHECK_SECONDS = 0.02
+
+
+class JobEmitter:
+    """Turns a backend's reports into events; keeps the live state for late subscribers."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.seq = 0
+        self.pieces: list[str] = []
+        self.progress_value = 0.0
+        self.is_text = job.modality == "text"
+        self._next_cancel_check = 0.0
+        self._canceled = False
+
+    def _send(self, payload: dict) -> None:
+        self.seq += 1
+        state = {"seq": self.seq, "progress": self.progress_value}
+        if self.is_text:
+            state["text"] = "".join(self.pieces)
+        events.set_live_state(self.job.request_id, state)
+        events.publish(self.job.request_id, payload, self.seq)
+
+    def status(self, status: str) -> None:
+        self._send({"type": "status", "status": status, "progress": self.progress_value})
+
+    def progress(self, value: float) -> None:
+        self.progress_value = max(0.0, min(1.0, float(value)))
+        self._send({"type": "progress", "progress": self.progress_value})
+
+    def delta(self, text: str) -> None:
+        self.pieces.append(text)
+        self._send({"type": "delta", "text": text})
+
+    def log(self, message: str) -> None:
+        self._send({"type": "log", "message": str(message)})
+
+    def metrics(self, **numbers: float) -> None:
+        self._send({"type": "metrics", **numbers})
+
+    def canceled(self) -> bool:
+        now = time.monotonic()
+        if not self._canceled and now >= self._next_cancel_check:
+            self._next_cancel_check = now + CANCEL_CHECK_SECONDS
+            self._canceled = events.cancel_requested(self.job.request_id)
+        return self._canceled
+
+
+def run_job(job_id: int) -> None:
+    started = timezone.now()
+    # Only one worker ever runs a job: the pending → running transition is the claim.
+    if not Job.objects.filter(pk=job_id, status=Job.PENDING).update(
+        status=Job.RUNNING, started_at=started
+    ):
+        return
+    job = Job.objects.select_related("model", "user").get(pk=job_id)
+    emit = JobEmitter(job)
+    emit.status(Job.RUNNING)
+    t0 = time.perf_counter()
+    try:
+        if job.model is None or not job.model.enabled:
+            raise BackendError("model_not_found", "The model was removed before the job ran.")
+        result = registry.backend_for(job.model).run(job.params, emit)
+    except Canceled:
+        # cancel_job already moved the job to canceled and released its hold.
+        return
+    except BackendError as exc:
+        partial = getattr(exc, "usage", None)
+        cost = pricing.charge(job.model, partial) if partial and job.model else Decimal(0)
+        output = {"text": getattr(exc, "text", "")} if partial else {}
+        finish(job, Job.FAILED, cost=cost, output=output, usage=partial or {}, error=(exc.code, exc.message))
+    except Exception:
+        log.exception("job %s failed", job.request_id)
+        finish(job, Job.FAILED, error=("internal_error", "The model failed while generating. Nothing was charged."))
+    else:
+        usage = dict(result.usage)
+        finish(job, Job.SUCCESS, cost=pricing.charge(job.model, usage), output=result.output, usage=usage)
+    log.info("job %s done in %.1f ms", job.request_id, (time.perf_counter() - t0) * 1000)
+
+
+def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", "")) -> None:
+    """Move a running job to its terminal state and settle its hold, exactly once."""
+    from ..jobs import status_document
+
+    cost = min(cost, job.hold_amount) if job.hold_open else Decimal(0)
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, status=Job.RUNNING).update(
+            status=status,
+            progress=1.0 if status == Job.SUCCESS else job.progress,
+            output=output or {},
+            usage=usage or {},
+            cost=cost,
+            error_code=error[0],
+            error_message=error[1],
+            finished_at=timezone.now(),
+        )
+        if changed:
+            ledger.settle(job, cost)
+    if changed:
+        job.refresh_from_db()
+        events.publish_result(job.request_id, status_document(job))

@@ -1,0 +1,14 @@
+from celery import shared_task
+from django.conf import settings
+
+from . import runner
+
+
+@shared_task(
+    name="playground.run_job",
+    acks_late=True,
+    soft_time_limit=settings.PLAYGROUND_JOB_TIME_LIMIT,
+    time_limit=settings.PLAYGROUND_JOB_TIME_LIMIT + 30,
+)
+def run_job(job_id: int) -> None:
+    runner.run_job(job_id)

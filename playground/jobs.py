@@ -1,0 +1,101 @@
+"""Jobs: submit, look up (ownership), status documents and cancel. Used by API, pages and consumers."""
+
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError
+
+from billing import ledger
+
+from . import pricing
+from .engine import events, registry
+from .errors import ApiError, from_validation_error
+from .models import AIModel, Job
+from .schemas import params_for
+
+
+def validate_params(model: AIModel, data: dict) -> dict:
+    """Validated, normalised parameters; raises ApiError(400) naming the bad field."""
+    try:
+        params = params_for(model).model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    return params.model_dump(mode="json")
+
+
+def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
+    """Create a job, hold its worst-case cost and queue it once the transaction commits."""
+    hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                user=user,
+                api_key=api_key,
+                model=model,
+                model_slug=model.slug,
+                modality=model.modality,
+                params=params,
+                hold_amount=hold,
+                hold_open=hold > 0,
+            )
+            if hold > 0:
+                ledger.hold(user, job, hold)
+            transaction.on_commit(lambda: registry.enqueue(job))
+    except ledger.InsufficientCredits as exc:
+        raise ApiError(402, "insufficient_credits", str(exc)) from None
+    return job
+
+
+def get_job_for_user(user, request_id) -> Job:
+    """The user's job, or ApiError 404 for an unknown id and for another user's job alike."""
+    try:
+        return Job.objects.select_related("model").get(request_id=request_id, user=user)
+    except (Job.DoesNotExist, ValueError, TypeError):
+        raise ApiError(404, "request_not_found", "No such request.", "request_id") from None
+
+
+def status_document(job: Job) -> dict:
+    doc = {
+        "request_id": str(job.request_id),
+        "model": job.model_slug,
+        "status": job.status,
+        "created": int(job.created.timestamp()),
+        "progress": job.progress,
+    }
+    if job.status == Job.PENDING:
+        doc["queue_position"] = queue_position(job)
+    elif job.status == Job.RUNNING:
+        live = events.live_state(job.request_id)
+        if live:
+            doc["progress"] = live.get("progress", job.progress)
+            if job.modality == "text":
+                doc["text"] = live.get("text", "")
+    if job.is_terminal:
+        doc["cost"] = ledger.fmt(job.cost or 0)
+        doc.update(job.output)
+        if job.usage and job.modality == "text":
+            doc["usage"] = {
+                k: job.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+            }
+    if job.status == Job.FAILED:
+        doc["error"] = {"code": job.error_code, "message": job.error_message}
+    return doc
+
+
+def queue_position(job: Job) -> int:
+    """How many jobs are ahead of this one (0: next to start)."""
+    return Job.objects.filter(status=Job.PENDING, created__lt=job.created).count()
+
+
+def cancel_job(job: Job) -> Job:
+    """Cancel a pending or running job: hold released, nothing charged; a finished job is unchanged."""
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, status__in=[Job.PENDING, Job.RUNNING]).update(
+            status=Job.CANCELED, finished_at=timezone.now(), cost=0
+        )
+        if changed:
+            ledger.settle(job, None)
+    job.refresh_from_db()
+    if changed:
+        events.request_cancel(job.request_id)
+        events.publish_result(job.request_id, status_document(job))
+    return job

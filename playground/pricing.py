@@ -1,0 +1,36 @@
+"""The price rules: the worst-case hold at submit, the exact charge from usage, the form estimate."""
+
+from decimal import Decimal
+
+from billing.ledger import round_money, fmt
+
+THOUSAND = Decimal(1000)
+
+
+def charge(model, usage: dict) -> Decimal:
+    """The exact cost of a finished job from its usage."""
+    amount = model.per_request
+    amount += model.per_1k_input * Decimal(usage.get("prompt_tokens", 0)) / THOUSAND
+    amount += model.per_1k_output * Decimal(usage.get("completion_tokens", 0)) / THOUSAND
+    amount += model.per_image * Decimal(usage.get("images", 0))
+    amount += model.per_second * Decimal(str(usage.get("seconds", 0)))
+    return round_money(amount)
+
+
+def worst_case(model, params: dict, prompt_tokens: int) -> Decimal:
+    """The most a job with these parameters can cost: what is held at submit."""
+    usage = {"prompt_tokens": prompt_tokens}
+    if model.modality == "text":
+        usage["completion_tokens"] = params["max_tokens"]
+    return charge(model, usage)
+
+
+def pricing_document(model) -> dict:
+    return {
+        "currency": "credits",
+        "per_request": fmt(model.per_request),
+        "per_1k_input_tokens": fmt(model.per_1k_input),
+        "per_1k_output_tokens": fmt(model.per_1k_output),
+        "per_image": fmt(model.per_image),
+        "per_second": fmt(model.per_second),
+    }

@@ -1,0 +1,83 @@
+"""Parameter schemas: the one source for API validation, the web form, OpenAPI and the docs page."""
+
+from functools import cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=200_000)
+
+
+class TextParams(BaseModel):
+    """Parameters of a text model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(
+        None, max_length=200_000, description="Text to continue. Give this or `messages`."
+    )
+    messages: list[Message] | None = Field(
+        None, min_length=1, max_length=500, description="A chat conversation, instead of `prompt`."
+    )
+    max_tokens: int = Field(128, ge=1, description="Most tokens to generate.")
+    temperature: float = Field(
+        1.0, ge=0, le=2, description="Sampling temperature; 0 is greedy and deterministic."
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep this probability mass.")
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Same seed and parameters give the same text."
+    )
+    stop: list[str] | str | None = Field(
+        None, description="Up to 4 strings; generation ends before any of them."
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value):
+        if value is None:
+            return []
+        values = [value] if isinstance(value, str) else value
+        if len(values) > 4:
+            raise ValueError("at most 4 stop strings")
+        if any(not v for v in values):
+            raise ValueError("stop strings must not be empty")
+        return values
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` or `messages`")
+        return self
+
+
+@cache
+def params_class(modality: str, max_tokens_limit: int) -> type[BaseModel]:
+    """The parameter class of a model, with its own limits written into the schema."""
+    if modality != "text":
+        raise ValueError(f"no parameter schema for modality {modality!r}")
+    return create_model(
+        f"TextParams{max_tokens_limit}",
+        __base__=TextParams,
+        max_tokens=(
+            int,
+            Field(
+                min(128, max_tokens_limit),
+                ge=1,
+                le=max_tokens_limit,
+                description="Most tokens to generate.",
+            ),
+        ),
+    )
+
+
+def params_for(model) -> type[BaseModel]:
+    return params_class(model.modality, model.max_tokens_limit)
+
+
+def json_schema(model) -> dict:
+    return params_for(model).model_json_schema()

@@ -1,0 +1,213 @@
+"""Playground settings: one env-driven module.
+
+Embedded mode (no env at all): SQLite, in-memory channel layer, locmem cache and a Celery worker
+inside the web process. Services mode: DATABASE_URL (PostgreSQL) and REDIS_URL.
+"""
+
+import os
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
+
+
+def envint(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def envdecimal(name: str, default: str) -> Decimal:
+    value = os.environ.get(name, "") or default
+    try:
+        result = Decimal(value)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal number, not {value!r}") from None
+    if not result.is_finite() or result < 0:
+        raise ImproperlyConfigured(f"{name} must be a decimal number >= 0, not {value!r}")
+    return result
+
+
+DATA_DIR = Path(env("PLAYGROUND_DATA_DIR", str(BASE_DIR / "var")))
+REDIS_URL = env("REDIS_URL")
+DATABASE_URL = env("DATABASE_URL")
+SERVICES_MODE = bool(REDIS_URL)
+
+DEBUG = envbool("DEBUG", default=not SERVICES_MODE)
+_DEFAULT_SECRET = "playground-embedded-insecure-secret-key-change-me"
+SECRET_KEY = env("SECRET_KEY", _DEFAULT_SECRET)
+PRODUCTION = envbool("PLAYGROUND_PRODUCTION", default=False)
+if PRODUCTION and (DEBUG or SECRET_KEY == _DEFAULT_SECRET):
+    raise ImproperlyConfigured("PLAYGROUND_PRODUCTION needs DEBUG=0 and a SECRET_KEY of its own")
+# Keys are hashed with their own secret so rotating SECRET_KEY (sessions) keeps keys valid.
+API_KEY_SECRET = env("PLAYGROUND_API_KEY_SECRET", SECRET_KEY)
+
+ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "allauth",
+    "allauth.account",
+    "accounts",
+    "billing",
+    "playground",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "playground.middleware.ApiErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "playground.urls"
+ASGI_APPLICATION = "playground.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "playground.context_processors.header",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "playground.sqlite3",
+            # IMMEDIATE: a transaction takes the write lock at BEGIN, so the ledger's
+            # read-check-write is serialised on SQLite as select_for_update does on PostgreSQL.
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+if SERVICES_MODE:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {
+            # The pub/sub layer: no BLPOP polling, no per-consumer socket timeouts to trip on.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "playground.layers.EmbeddedChannelLayer"}}
+
+# Celery: the generation engine.
+CELERY_BROKER_URL = REDIS_URL or "pgmemory://"
+PLAYGROUND_EMBEDDED_WORKER = envbool("PLAYGROUND_EMBEDDED_WORKER", default=not SERVICES_MODE)
+PLAYGROUND_EMBEDDED_CONCURRENCY = envint("PLAYGROUND_EMBEDDED_CONCURRENCY", 4)
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = "mandatory" if PRODUCTION else env("PLAYGROUND_EMAIL_VERIFICATION", "optional")
+ACCOUNT_LOGOUT_ON_GET = False
+LOGIN_REDIRECT_URL = "/models/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/"
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Playground <playground@localhost>")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Served straight from the source folders: no collectstatic step before `make run`.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+        "celery": {"level": "WARNING"},
+        "playground.engine.runner": {"level": "WARNING"},
+    },
+}
+
+# Product settings (CONTRACT.md).
+PLAYGROUND_SIGNUP_CREDITS = envdecimal("PLAYGROUND_SIGNUP_CREDITS", "10")
+PLAYGROUND_WAIT_SECONDS = envint("PLAYGROUND_WAIT_SECONDS", 60)
+PLAYGROUND_UPSTREAM_TIMEOUT = envint("PLAYGROUND_UPSTREAM_TIMEOUT", 60)
+PLAYGROUND_MAX_BODY_BYTES = envint("PLAYGROUND_MAX_BODY_BYTES", 1024 * 1024)
+PLAYGROUND_JOB_TIME_LIMIT = envint("PLAYGROUND_JOB_TIME_LIMIT", 600)

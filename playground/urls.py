@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from accounts import views as account_views
+
+from . import views
+from .api import api
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("models/", views.catalogue_page, name="catalogue"),
+    path("models/<slug:slug>/", views.model_page, name="model"),
+    path("models/<slug:slug>/run", views.run_model, name="run-model"),
+    path("jobs/<uuid:request_id>/", views.job_page, name="job"),
+    path("keys/", account_views.keys, name="keys"),
+    path("keys/<uuid:key_id>/revoke", account_views.revoke_key, name="revoke-key"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("v1/", api.urls),
+    # Anything else under /v1 is a JSON 404, not an HTML page.
+    re_path(r"^v1/", views.api_not_found),
+]
