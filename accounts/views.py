@@ -11,7 +11,9 @@ from .models import ApiKey
 
 
 class NewKeyForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="Something to tell your keys apart, e.g. 'laptop'.")
+    name = forms.CharField(
+        max_length=100, help_text="Something to tell your keys apart, e.g. 'laptop'."
+    )
 
 
 @login_required

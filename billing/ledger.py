@@ -70,7 +70,7 @@ def grant(user, amount: Decimal, reason: str = "", kind: str = "grant") -> Decim
 
 
 def grant_once(user, amount: Decimal, reason: str) -> bool:
-    """Grant unless a grant with this reason exists already (e.g. the signup grant); True if granted."""
+    """Grant unless a grant with this reason exists (e.g. the signup grant); True if granted."""
     with transaction.atomic():
         account = _locked(user)
         if account.entries.filter(kind="grant", reason=reason).exists():
@@ -83,7 +83,7 @@ def grant_once(user, amount: Decimal, reason: str) -> bool:
 
 
 def hold(user, job, amount: Decimal) -> None:
-    """Reserve the worst-case cost of a job; raises InsufficientCredits. Call inside the job's transaction."""
+    """Reserve a job's worst-case cost (raises InsufficientCredits), in the job's transaction."""
     with transaction.atomic():
         account = _locked(user)
         if account.available < amount:

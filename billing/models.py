@@ -16,12 +16,12 @@ class CreditAccount(models.Model):
     available = models.DecimalField(default=Decimal(0), **MONEY)
     held = models.DecimalField(default=Decimal(0), **MONEY)
 
+    def __str__(self):
+        return f"{self.user} ({self.balance})"
+
     @property
     def balance(self) -> Decimal:
         return self.available + self.held
-
-    def __str__(self):
-        return f"{self.user} ({self.balance})"
 
 
 class LedgerEntry(models.Model):

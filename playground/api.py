@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 api = NinjaAPI(
     title="Playground API",
     version="1.0.0",
-    description="Submit generation jobs, poll or wait for them, and use OpenAI-compatible endpoints.",
+    description="Submit generation jobs, poll or wait for them; OpenAI-compatible endpoints.",
     urls_namespace="api",
     docs_url="/docs",
 )
@@ -119,7 +119,9 @@ def _submit_or_poll(key, modality: str, data: dict) -> tuple[Job, bool, bool]:
     """(job, submitted, wait): a submit creates a job; a body with only request_id polls it."""
     wait = data.get("wait_for_result", False)
     if not isinstance(wait, bool):
-        raise ApiError(400, "invalid_parameter", "wait_for_result must be a boolean.", "wait_for_result")
+        raise ApiError(
+            400, "invalid_parameter", "wait_for_result must be a boolean.", "wait_for_result"
+        )
     if "model" not in data and "request_id" in data:
         return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
     model_id = data.get("model")

@@ -9,7 +9,7 @@ from .errors import ApiError
 
 
 def bearer_token(header_value: str | None) -> str | None:
-    """The token of an `Authorization: Bearer …` value; '' when the header is there but malformed."""
+    """The token of an `Authorization: Bearer …` value; '' when the header is malformed."""
     if header_value is None:
         return None
     scheme, _, token = header_value.strip().partition(" ")

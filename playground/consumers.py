@@ -3,10 +3,10 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from . import jobs
 from .auth import key_from_header
 from .engine import events
 from .errors import ApiError
-from . import jobs
 
 
 @database_sync_to_async

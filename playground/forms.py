@@ -1,4 +1,4 @@
-"""The parameter form, generated from a model's JSON Schema (the same one the API validates with)."""
+"""The parameter form, generated from the model's JSON Schema that the API validates with."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Jobs: submit, look up (ownership), status documents and cancel. Used by API, pages and consumers."""
+"""Jobs: submit, ownership lookup, status documents, cancel. For the API, pages and consumers."""
 
 from django.db import transaction
 from django.utils import timezone
@@ -74,7 +74,8 @@ def status_document(job: Job) -> dict:
         doc.update(job.output)
         if job.usage and job.modality == "text":
             doc["usage"] = {
-                k: job.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                k: job.usage.get(k, 0)
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens")
             }
     if job.status == Job.FAILED:
         doc["error"] = {"code": job.error_code, "message": job.error_message}
@@ -87,7 +88,7 @@ def queue_position(job: Job) -> int:
 
 
 def cancel_job(job: Job) -> Job:
-    """Cancel a pending or running job: hold released, nothing charged; a finished job is unchanged."""
+    """Cancel a pending or running job: hold released, nothing charged; finished jobs unchanged."""
     with transaction.atomic():
         changed = Job.objects.filter(pk=job.pk, status__in=[Job.PENDING, Job.RUNNING]).update(
             status=Job.CANCELED, finished_at=timezone.now(), cost=0

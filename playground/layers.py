@@ -1,4 +1,4 @@
-"""The embedded mode's channel layer: Channels' in-memory layer, safe to call from worker threads."""
+"""The embedded mode's channel layer: Channels' in-memory layer, safe to use from worker threads."""
 
 import asyncio
 

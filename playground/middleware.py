@@ -7,7 +7,12 @@ from django.http import JsonResponse
 
 from .errors import error_body
 
-CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 500: "internal_error"}
+CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    500: "internal_error",
+}
 MESSAGES = {
     404: "Unknown endpoint.",
     405: "Method not allowed.",

@@ -53,12 +53,20 @@ class AIModel(models.Model):
 
 
 class Job(models.Model):
-    PENDING, RUNNING, SUCCESS, FAILED, CANCELED = "pending", "running", "success", "failed", "canceled"
+    PENDING, RUNNING, SUCCESS, FAILED, CANCELED = (
+        "pending",
+        "running",
+        "success",
+        "failed",
+        "canceled",
+    )
     STATUSES = [(s, s) for s in (PENDING, RUNNING, SUCCESS, FAILED, CANCELED)]
     TERMINAL = (SUCCESS, FAILED, CANCELED)
 
     request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
     api_key = models.ForeignKey(
         "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )

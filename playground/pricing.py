@@ -1,8 +1,8 @@
-"""The price rules: the worst-case hold at submit, the exact charge from usage, the form estimate."""
+"""The price rules: the worst-case hold at submit and the exact charge from usage."""
 
 from decimal import Decimal
 
-from billing.ledger import round_money, fmt
+from billing.ledger import fmt, round_money
 
 THOUSAND = Decimal(1000)
 

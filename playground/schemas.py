@@ -28,7 +28,9 @@ class TextParams(BaseModel):
     temperature: float = Field(
         1.0, ge=0, le=2, description="Sampling temperature; 0 is greedy and deterministic."
     )
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep this probability mass.")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling: keep this probability mass."
+    )
     seed: int | None = Field(
         None, ge=0, le=2**31 - 1, description="Same seed and parameters give the same text."
     )

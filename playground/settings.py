@@ -62,7 +62,9 @@ if PRODUCTION and (DEBUG or SECRET_KEY == _DEFAULT_SECRET):
 # Keys are hashed with their own secret so rotating SECRET_KEY (sessions) keeps keys valid.
 API_KEY_SECRET = env("PLAYGROUND_API_KEY_SECRET", SECRET_KEY)
 
-ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
+ALLOWED_HOSTS = [
+    h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h
+]
 CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS").split(",") if o]
 
 INSTALLED_APPS = [
@@ -135,7 +137,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 if SERVICES_MODE:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
     CHANNEL_LAYERS = {
         "default": {
             # The pub/sub layer: no BLPOP polling, no per-consumer socket timeouts to trip on.
@@ -167,7 +171,9 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_UNIQUE_EMAIL = True
-ACCOUNT_EMAIL_VERIFICATION = "mandatory" if PRODUCTION else env("PLAYGROUND_EMAIL_VERIFICATION", "optional")
+ACCOUNT_EMAIL_VERIFICATION = (
+    "mandatory" if PRODUCTION else env("PLAYGROUND_EMAIL_VERIFICATION", "optional")
+)
 ACCOUNT_LOGOUT_ON_GET = False
 LOGIN_REDIRECT_URL = "/models/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/"

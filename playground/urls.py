@@ -8,6 +8,7 @@ from .api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
     path("models/", views.catalogue_page, name="catalogue"),
     path("models/<slug:slug>/", views.model_page, name="model"),
     path("models/<slug:slug>/run", views.run_model, name="run-model"),

@@ -1,6 +1,5 @@
 """The playground pages: catalogue, model page with its form, job page."""
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -65,6 +64,11 @@ def job_page(request, request_id):
         raise Http404("No such job") from None
     doc = jobs.status_document(job)
     return render(request, "playground/job.html", {"job": job, "doc": doc})
+
+
+def healthz(request):
+    """A bare JSON view: liveness for operators and the baseline the API bench compares with."""
+    return JsonResponse({"status": "ok"})
 
 
 def api_not_found(request, *args, **kwargs):

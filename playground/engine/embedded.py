@@ -1,4 +1,4 @@
-"""The embedded mode's Celery worker: a thread pool inside the web process on the memory transport."""
+"""The embedded mode's Celery worker: threads inside the web process, on the memory transport."""
 
 import logging
 import threading

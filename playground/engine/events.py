@@ -49,7 +49,7 @@ def cancel_requested(request_id) -> bool:
 
 
 class Publisher:
-    """One event loop thread per process sends every event, in order, over long-lived connections."""
+    """One event-loop thread per process sends every event, in order, on long-lived connections."""
 
     def __init__(self):
         self.pid = os.getpid()

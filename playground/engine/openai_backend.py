@@ -1,4 +1,4 @@
-"""Runs text jobs on any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, hosted APIs)."""
+"""Runs text jobs on any OpenAI-compatible upstream: vLLM, Ollama, llama.cpp, hosted APIs."""
 
 import json
 import os
@@ -45,7 +45,7 @@ class OpenAIBackend:
         self.api_key_env = config.get("api_key_env") or None
         timeout = config.get("timeout")
         self.timeout = float(timeout) if timeout is not None else _default_timeout()
-        self.retries = int(config.get("retries", 2))
+        self.retries = max(0, int(config.get("retries", 2)))
         # Credentials in the URL are sent as basic auth by httpx; keep them out of messages too.
         self._url_password = httpx.URL(self.base_url).password
 
@@ -101,7 +101,7 @@ class OpenAIBackend:
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise BackendError(
                     "upstream_error", "upstream sent a malformed embeddings response"
-                )
+                ) from None
             if len(vectors) != len(inputs):
                 raise BackendError(
                     "upstream_error", "upstream returned the wrong number of vectors"
@@ -199,7 +199,9 @@ class OpenAIBackend:
                         texts = [_choice_text(choice, chat) for choice in choices]
                         reasons = [choice.get("finish_reason") for choice in choices]
                     except (ValueError, AttributeError, TypeError):
-                        raise failure("upstream_error", "upstream sent a malformed stream chunk")
+                        raise failure(
+                            "upstream_error", "upstream sent a malformed stream chunk"
+                        ) from None
                     if error:
                         detail = _error_text({"error": error}) or "unknown error"
                         raise failure("upstream_error", f"upstream error mid-stream: {detail}")

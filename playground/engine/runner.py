@@ -85,13 +85,30 @@ def run_job(job_id: int) -> None:
         partial = getattr(exc, "usage", None)
         cost = pricing.charge(job.model, partial) if partial and job.model else Decimal(0)
         output = {"text": getattr(exc, "text", "")} if partial else {}
-        finish(job, Job.FAILED, cost=cost, output=output, usage=partial or {}, error=(exc.code, exc.message))
+        finish(
+            job,
+            Job.FAILED,
+            cost=cost,
+            output=output,
+            usage=partial or {},
+            error=(exc.code, exc.message),
+        )
     except Exception:
         log.exception("job %s failed", job.request_id)
-        finish(job, Job.FAILED, error=("internal_error", "The model failed while generating. Nothing was charged."))
+        finish(
+            job,
+            Job.FAILED,
+            error=("internal_error", "The model failed while generating. Nothing was charged."),
+        )
     else:
         usage = dict(result.usage)
-        finish(job, Job.SUCCESS, cost=pricing.charge(job.model, usage), output=result.output, usage=usage)
+        finish(
+            job,
+            Job.SUCCESS,
+            cost=pricing.charge(job.model, usage),
+            output=result.output,
+            usage=usage,
+        )
     log.info("job %s done in %.1f ms", job.request_id, (time.perf_counter() - t0) * 1000)
 
 

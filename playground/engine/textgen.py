@@ -75,7 +75,7 @@ def _corpus() -> str:
 
 
 class _Dist:
-    """Successors of one context, grouped by equal count (few groups even for thousands of words)."""
+    """Successors of one context, grouped by equal count (few groups even for many words)."""
 
     __slots__ = ("counts", "cum", "groups")
 
@@ -86,7 +86,9 @@ class _Dist:
         self.counts = tuple(sorted(by_count, reverse=True))
         self.groups = tuple(tuple(by_count[n]) for n in self.counts)
         # Cumulative weights at temperature 1 and no nucleus cut: the common case needs no maths.
-        self.cum = tuple(accumulate(n * len(g) for n, g in zip(self.counts, self.groups)))
+        self.cum = tuple(
+            accumulate(n * len(g) for n, g in zip(self.counts, self.groups, strict=True))
+        )
 
     def sample(self, rng: random.Random, temperature: float, top_p: float) -> int:
         """Draw a successor from counts**(1/temperature), cut to the top_p nucleus."""
@@ -100,7 +102,7 @@ class _Dist:
             top = counts[0]
             each = [(n / top) ** (1 / temperature) for n in counts]
             cum, total = [], 0.0
-            for w, group in zip(each, groups):
+            for w, group in zip(each, groups, strict=True):
                 total += w * len(group)
                 cum.append(total)
             if top_p < 1:
@@ -130,7 +132,7 @@ class TrigramLM:
         self.n_tokens = len(stream)
         self.unigram = _Dist(Counter(stream))
         self.bigram = self._contexts(Counter(pairwise(stream)))
-        self.trigram = self._contexts(Counter(zip(pairwise(stream), stream[2:])))
+        self.trigram = self._contexts(Counter(zip(pairwise(stream), stream[2:], strict=False)))
         self._no_space_before = {self.ids[t] for t in NO_SPACE_BEFORE if t in self.ids}
         self._no_space_after = {self.ids[t] for t in NO_SPACE_AFTER if t in self.ids}
 

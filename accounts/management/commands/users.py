@@ -19,8 +19,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, action, **options):
         from allauth.account.models import EmailAddress
-        from django.core.validators import validate_email
         from django.core.exceptions import ValidationError
+        from django.core.validators import validate_email
 
         email = options["email"].strip()
         try:

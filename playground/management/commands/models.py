@@ -1,6 +1,6 @@
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import URLValidator
-from django.core.exceptions import ValidationError
 
 from billing import ledger
 from playground.catalogue import BUILTIN_SLUGS, sync_builtins
@@ -19,7 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
-        add = sub.add_parser("add-openai", help="Add or update a model on an OpenAI-compatible upstream.")
+        add = sub.add_parser(
+            "add-openai", help="Add or update a model on an OpenAI-compatible upstream."
+        )
         add.add_argument("id")
         add.add_argument("--base-url", required=True, help="Including /v1, as in the openai SDK.")
         add.add_argument("--upstream-model")
@@ -46,7 +48,9 @@ class Command(BaseCommand):
         try:
             URLValidator(schemes=["http", "https"])(options["base_url"])
         except ValidationError:
-            raise CommandError(f"--base-url {options['base_url']!r} is not an http(s) URL") from None
+            raise CommandError(
+                f"--base-url {options['base_url']!r} is not an http(s) URL"
+            ) from None
         env_name = options["api_key_env"]
         if env_name and not env_name.replace("_", "").isalnum():
             raise CommandError(f"--api-key-env {env_name!r} is not an environment variable name")
@@ -58,7 +62,10 @@ class Command(BaseCommand):
                     prices[field] = ledger.parse_amount(value)
                 except ValueError as exc:
                     raise CommandError(f"--{field.replace('_', '-')}: {exc}") from None
-        config = {"base_url": options["base_url"].rstrip("/"), "upstream_model": options["upstream_model"] or slug}
+        config = {
+            "base_url": options["base_url"].rstrip("/"),
+            "upstream_model": options["upstream_model"] or slug,
+        }
         if env_name:
             config["api_key_env"] = env_name
         existing = AIModel.objects.filter(slug=slug).first()

@@ -1,0 +1,175 @@
+"""Real servers for black-box tests: daphne (and, in services mode, a separate worker process).
+
+`start_site(tmp_path, services=False)` gives a migrated site on a free port: embedded mode on a
+fresh SQLite file, or services mode on a fresh PostgreSQL database and its own Redis db number.
+"""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("PLAYGROUND_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("PLAYGROUND_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def services_available() -> bool:
+    try:
+        import psycopg
+        import redis
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=2):
+            pass
+        redis.Redis.from_url(REDIS_BASE, socket_connect_timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def require_services():
+    """Skip (or, with PLAYGROUND_REQUIRE_SERVICES=1, fail) when PostgreSQL or Redis is missing."""
+    if services_available():
+        return
+    if os.environ.get("PLAYGROUND_REQUIRE_SERVICES") == "1":
+        pytest.fail(
+            "PostgreSQL and Redis are required (PLAYGROUND_REQUIRE_SERVICES=1) but not answering"
+        )
+    pytest.skip("PostgreSQL or Redis not available")
+
+
+@dataclass
+class LiveSite:
+    base_url: str
+    ws_url: str
+    env: dict
+    processes: list = field(default_factory=list)
+    cleanup: list = field(default_factory=list)
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def user_with_key(self, email: str, credits: str = "10") -> str:
+        """Create a user with credits and return a fresh API key for it."""
+        self.manage(
+            "users", "add", email, "--password", "pw-" + secrets.token_hex(8), "--credits", credits
+        )
+        return self.manage("apikey", "create", email).stdout.strip()
+
+    def start_process(self, *args: str, log_name: str) -> subprocess.Popen:
+        log = open(self.env["PLAYGROUND_DATA_DIR"] + f"/{log_name}.log", "w")
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return Path(self.env["PLAYGROUND_DATA_DIR"], f"{name}.log").read_text()
+
+    def stop(self):
+        for proc in self.processes:
+            proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for step in self.cleanup:
+            step()
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not answer in {timeout} s")
+
+
+def start_site(
+    tmp_path: Path, services: bool = False, workers: int = 1, extra_env=None
+) -> LiveSite:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="playground.settings",
+        PLAYGROUND_DATA_DIR=str(tmp_path),
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra_env or {})
+    cleanup = []
+    if services:
+        import psycopg
+        import redis
+
+        name = "pg_live_" + secrets.token_hex(4)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        db_number = 1 + secrets.randbelow(15)
+        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        env["REDIS_URL"] = f"{REDIS_BASE}/{db_number}"
+        redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+
+        def drop():
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        cleanup.append(drop)
+    site = LiveSite(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, cleanup=cleanup)
+    site.manage("migrate", "--noinput")
+    server = site.start_process(
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "playground.asgi:application",
+        log_name="daphne",
+    )
+    if services:
+        for i in range(workers):
+            site.start_process(
+                sys.executable,
+                "manage.py",
+                "worker",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "WARNING",
+                log_name=f"worker{i}",
+            )
+    try:
+        _wait_http(site.base_url + "/healthz", server)
+    except Exception:
+        site.stop()
+        raise
+    return site

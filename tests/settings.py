@@ -1,0 +1,18 @@
+"""Test settings: the real settings, made fast and self-contained for in-process tests.
+
+The database follows DATABASE_URL (PostgreSQL in CI), so ledger and locking tests run on the
+real thing; the in-process engine, channel layer and cache stay in memory. Black-box tests in
+tests/live.py start real servers with playground.settings instead.
+"""
+
+from playground.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "playground.layers.EmbeddedChannelLayer"}}
+CELERY_BROKER_URL = "pgmemory://"
+CELERY_TASK_ALWAYS_EAGER = True
+PLAYGROUND_EMBEDDED_WORKER = False
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+LOGGING = {"version": 1, "disable_existing_loggers": False}
+WHITENOISE_AUTOREFRESH = True
