@@ -25,7 +25,7 @@ class InsufficientCredits(Exception):
 
 def fmt(amount: Decimal) -> str:
     """A money amount as the contract's decimal string: no exponent, no trailing zeros."""
-    text = format(amount.quantize(QUANTUM), "f")
+    text = format(Decimal(amount).quantize(QUANTUM), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text

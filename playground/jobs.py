@@ -1,5 +1,8 @@
 """Jobs: submit, ownership lookup, status documents, cancel. For the API, pages and consumers."""
 
+import logging
+import uuid
+
 from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
@@ -11,6 +14,8 @@ from .engine import events, registry
 from .errors import ApiError, from_validation_error
 from .models import AIModel, Job
 from .schemas import params_for
+
+log = logging.getLogger(__name__)
 
 
 def validate_params(model: AIModel, data: dict) -> dict:
@@ -39,15 +44,36 @@ def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
             )
             if hold > 0:
                 ledger.hold(user, job, hold)
-            transaction.on_commit(lambda: registry.enqueue(job))
+            transaction.on_commit(lambda: _enqueue_or_fail(job))
     except ledger.InsufficientCredits as exc:
         raise ApiError(402, "insufficient_credits", str(exc)) from None
+    if job.status == Job.FAILED:
+        raise ApiError(503, "engine_unavailable", "The generation engine is unavailable; try again.")
     return job
+
+
+def _enqueue_or_fail(job: Job) -> None:
+    """Queue the job; if the broker is down, fail it at once with its hold released."""
+    try:
+        registry.enqueue(job)
+    except Exception:
+        log.exception("could not enqueue job %s", job.request_id)
+        with transaction.atomic():
+            if Job.objects.filter(pk=job.pk, status=Job.PENDING).update(
+                status=Job.FAILED,
+                cost=0,
+                finished_at=timezone.now(),
+                error_code="engine_unavailable",
+                error_message="The generation engine is unavailable. Nothing was charged.",
+            ):
+                ledger.settle(job, None)
+        job.status = Job.FAILED
 
 
 def get_job_for_user(user, request_id) -> Job:
     """The user's job, or ApiError 404 for an unknown id and for another user's job alike."""
     try:
+        request_id = uuid.UUID(str(request_id))
         return Job.objects.select_related("model").get(request_id=request_id, user=user)
     except (Job.DoesNotExist, ValueError, TypeError):
         raise ApiError(404, "request_not_found", "No such request.", "request_id") from None
