@@ -1,8 +1,19 @@
 """The parameter form, generated from the model's JSON Schema that the API validates with."""
 
 import json
+import re
+
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 TEXTAREAS = {"prompt", "negative_prompt"}
+# Shown up front; every other parameter sits under "More parameters".
+MAIN = {"prompt", "negative_prompt", "image_url", "max_tokens", "temperature"}
+
+
+def _help_html(text: str) -> str:
+    """A schema description with its `code` spans as <code>."""
+    return mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text)))
 
 
 def _kind(prop: dict) -> str:
@@ -35,11 +46,11 @@ def form_fields(schema: dict, values: dict | None = None) -> list[dict]:
                 "label": name.replace("_", " ").capitalize(),
                 "widget": widget,
                 "value": "" if value is None else value,
-                "help": prop.get("description", ""),
+                "help": _help_html(prop.get("description", "")),
                 "min": prop.get("minimum", prop.get("exclusiveMinimum")),
                 "max": prop.get("maximum"),
                 "step": "1" if kind == "integer" else "any",
-                "advanced": name not in TEXTAREAS and widget != "number",
+                "advanced": name not in MAIN,
             }
         )
     return fields

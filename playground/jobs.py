@@ -48,7 +48,9 @@ def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
     except ledger.InsufficientCredits as exc:
         raise ApiError(402, "insufficient_credits", str(exc)) from None
     if job.status == Job.FAILED:
-        raise ApiError(503, "engine_unavailable", "The generation engine is unavailable; try again.")
+        raise ApiError(
+            503, "engine_unavailable", "The generation engine is unavailable; try again."
+        )
     return job
 
 

@@ -59,10 +59,16 @@ def test_credits_held_then_captured(api, alice_key, alice_with_credits, monkeypa
     assert balance == available == Decimal("10") - job.cost
     assert job.cost == Decimal("0.00002") + Decimal("0.00002") * job.usage["completion_tokens"]
     kinds = list(job.ledger.order_by("id").values_list("kind", "amount"))
-    assert kinds == [("hold", -job.hold_amount), ("release", job.hold_amount), ("capture", -job.cost)]
+    assert kinds == [
+        ("hold", -job.hold_amount),
+        ("release", job.hold_amount),
+        ("capture", -job.cost),
+    ]
 
 
-def test_failing_backend_fails_job_and_charges_nothing(api, alice_key, alice_with_credits, monkeypatch):
+def test_failing_backend_fails_job_and_charges_nothing(
+    api, alice_key, alice_with_credits, monkeypatch
+):
     from playground.engine import textgen
 
     def broken(params, emit):
@@ -118,8 +124,12 @@ def test_prompt_and_messages_together_is_400(api, alice_key):
 def test_chat_messages_run(api, alice_key):
     body = api.post(
         "/v1/generate-text",
-        {"model": MODEL, "messages": [{"role": "user", "content": "What is a class?"}],
-         "max_tokens": 5, "wait_for_result": True},
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "What is a class?"}],
+            "max_tokens": 5,
+            "wait_for_result": True,
+        },
         key=alice_key,
     ).json()
     assert body["status"] == "success" and body["usage"]["completion_tokens"] <= 5
@@ -129,7 +139,9 @@ def test_unknown_model_is_404_model_not_found(api, alice_key):
     response = api.post("/v1/generate-text", {"model": "nope", "prompt": "x"}, key=alice_key)
     assert response.status_code == 404
     assert response.json()["error"] == {
-        "message": "No model 'nope'.", "type": "not_found_error", "code": "model_not_found",
+        "message": "No model 'nope'.",
+        "type": "not_found_error",
+        "code": "model_not_found",
         "param": "model",
     }
 

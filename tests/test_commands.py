@@ -23,8 +23,21 @@ def run(*args) -> str:
 
 
 def test_users_add_creates_verified_user_with_credits_and_tier():
-    assert run("users", "add", "Carol@Example.com", "--password", "pw-carol-1", "--credits", "2.5",
-               "--tier", "pro", "--staff") == ""
+    assert (
+        run(
+            "users",
+            "add",
+            "Carol@Example.com",
+            "--password",
+            "pw-carol-1",
+            "--credits",
+            "2.5",
+            "--tier",
+            "pro",
+            "--staff",
+        )
+        == ""
+    )
     user = User.objects.get(email="Carol@example.com")
     assert user.is_staff and user.tier == "pro" and user.check_password("pw-carol-1")
     assert user.emailaddress_set.get().verified
@@ -92,7 +105,10 @@ def test_apikey_unknown_user_is_an_error(db):
 
 
 def test_credits_grant_and_balance(alice):
-    assert run("credits", "grant", "alice@example.com", "1.25", "--reason", "promo").splitlines()[-1] == "1.25"
+    assert (
+        run("credits", "grant", "alice@example.com", "1.25", "--reason", "promo").splitlines()[-1]
+        == "1.25"
+    )
     assert run("credits", "grant", "alice@example.com", "0.000001").strip() == "1.250001"
     assert run("credits", "balance", "alice@example.com").strip() == "1.250001"
     entry = alice.credit_account.entries.first()
@@ -107,12 +123,27 @@ def test_credits_grant_bad_amount_is_an_error(alice, amount):
 
 
 def test_models_add_openai_list_remove():
-    run("models", "add-openai", "llama-4-scout", "--base-url", "http://127.0.0.1:9/v1",
-        "--upstream-model", "meta/llama", "--api-key-env", "UPSTREAM_KEY", "--per-1k-input", "0.1",
-        "--per-1k-output", "0.2")
+    run(
+        "models",
+        "add-openai",
+        "llama-4-scout",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--upstream-model",
+        "meta/llama",
+        "--api-key-env",
+        "UPSTREAM_KEY",
+        "--per-1k-input",
+        "0.1",
+        "--per-1k-output",
+        "0.2",
+    )
     model = AIModel.objects.get(slug="llama-4-scout")
-    assert model.config == {"base_url": "http://127.0.0.1:9/v1", "upstream_model": "meta/llama",
-                            "api_key_env": "UPSTREAM_KEY"}
+    assert model.config == {
+        "base_url": "http://127.0.0.1:9/v1",
+        "upstream_model": "meta/llama",
+        "api_key_env": "UPSTREAM_KEY",
+    }
     assert model.per_1k_output == Decimal("0.2") and model.modality == "text"
     lines = run("models", "list").splitlines()
     assert "llama-4-scout\ttext\topenai\tenabled" in lines
@@ -132,7 +163,9 @@ def test_models_builtin_is_refused():
     assert AIModel.objects.get(slug="trigram-pydoc").backend == "trigram"
 
 
-@pytest.mark.parametrize("args", [["--base-url", "ftp://x"], ["--base-url", "http://x/v1", "--per-request", "-2"]])
+@pytest.mark.parametrize(
+    "args", [["--base-url", "ftp://x"], ["--base-url", "http://x/v1", "--per-request", "-2"]]
+)
 def test_models_add_openai_bad_input_is_an_error(args):
     with pytest.raises(CommandError):
         run("models", "add-openai", "m1", *args)

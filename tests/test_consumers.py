@@ -109,7 +109,8 @@ async def test_late_subscriber_gets_partial_text_then_only_new_deltas(api, alice
 
 async def test_terminal_job_sends_snapshot_and_closes(api, alice_key):
     body = await sync_to_async(api.post)(
-        "/v1/generate-text", {"model": MODEL, "prompt": "x", "max_tokens": 2, "wait_for_result": True},
+        "/v1/generate-text",
+        {"model": MODEL, "prompt": "x", "max_tokens": 2, "wait_for_result": True},
         key=alice_key,
     )
     comm, _ = await connect(body.json()["request_id"], key=alice_key)
@@ -142,7 +143,9 @@ async def test_another_users_job_closes_4404(api, alice_key, bob_key, monkeypatc
         assert await receive_all(comm) == ([], 4404)
 
 
-async def test_session_cookie_authenticates(api, client, alice_with_credits, alice_key, monkeypatch):
+async def test_session_cookie_authenticates(
+    api, client, alice_with_credits, alice_key, monkeypatch
+):
     request_id = await sync_to_async(make_pending_job)(api, alice_key, monkeypatch)
     await sync_to_async(client.force_login)(alice_with_credits)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
@@ -155,8 +158,12 @@ async def test_session_cookie_authenticates(api, client, alice_with_credits, ali
 async def test_foreign_origin_is_refused(api, alice_key, monkeypatch):
     request_id = await sync_to_async(make_pending_job)(api, alice_key, monkeypatch)
     comm = WebsocketCommunicator(
-        application, f"/ws/jobs/{request_id}/",
-        headers=[(b"origin", b"https://evil.example"), (b"authorization", f"Bearer {alice_key}".encode())],
+        application,
+        f"/ws/jobs/{request_id}/",
+        headers=[
+            (b"origin", b"https://evil.example"),
+            (b"authorization", f"Bearer {alice_key}".encode()),
+        ],
     )
     connected, _ = await comm.connect()
     assert not connected

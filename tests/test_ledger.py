@@ -19,13 +19,21 @@ from playground.models import Job
 
 
 def ledger_sum(user) -> Decimal:
-    return LedgerEntry.objects.filter(account__user=user).aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    return LedgerEntry.objects.filter(account__user=user).aggregate(s=Sum("amount"))[
+        "s"
+    ] or Decimal(0)
 
 
 @pytest.mark.parametrize(
     "value,text",
-    [(Decimal("0"), "0"), (Decimal("1.500000"), "1.5"), (Decimal("1E+3"), "1000"),
-     (Decimal("0.000001"), "0.000001"), (Decimal("-0"), "0"), (12, "12")],
+    [
+        (Decimal("0"), "0"),
+        (Decimal("1.500000"), "1.5"),
+        (Decimal("1E+3"), "1000"),
+        (Decimal("0.000001"), "0.000001"),
+        (Decimal("-0"), "0"),
+        (12, "12"),
+    ],
 )
 def test_money_format_has_no_exponent(value, text):
     assert ledger.fmt(value) == text
@@ -90,7 +98,12 @@ def test_concurrent_jobs_keep_the_ledger_exact(alice, monkeypatch):
         try:
             for i in range(8):
                 params = jobs.validate_params(
-                    model, {"prompt": "The class", "max_tokens": rng.randint(1, 60), "seed": rng.randint(0, 99)}
+                    model,
+                    {
+                        "prompt": "The class",
+                        "max_tokens": rng.randint(1, 60),
+                        "seed": rng.randint(0, 99),
+                    },
                 )
                 try:
                     job = jobs.submit_job(alice, model, params)

@@ -19,7 +19,11 @@ def test_signup_grants_credits_once_and_header_shows_balance(client, settings):
     settings.PLAYGROUND_SIGNUP_CREDITS = Decimal("7.5")
     response = client.post(
         "/accounts/signup/",
-        {"email": "new@example.com", "password1": "a-long-pass-phrase-9", "password2": "a-long-pass-phrase-9"},
+        {
+            "email": "new@example.com",
+            "password1": "a-long-pass-phrase-9",
+            "password2": "a-long-pass-phrase-9",
+        },
         follow=True,
     )
     assert response.status_code == 200
@@ -48,7 +52,8 @@ def test_unknown_model_page_is_404(client):
 def test_run_with_htmx_returns_job_panel_and_holds_credits(client, alice_with_credits):
     client.force_login(alice_with_credits)
     response = client.post(
-        f"/models/{MODEL}/run", {"prompt": "The module", "max_tokens": "12", "seed": "4"},
+        f"/models/{MODEL}/run",
+        {"prompt": "The module", "max_tokens": "12", "seed": "4"},
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
@@ -63,7 +68,9 @@ def test_run_with_htmx_returns_job_panel_and_holds_credits(client, alice_with_cr
 
 def test_run_with_bad_input_shows_error_and_creates_nothing(client, alice_with_credits):
     client.force_login(alice_with_credits)
-    response = client.post(f"/models/{MODEL}/run", {"prompt": "x", "max_tokens": "99999"}, HTTP_HX_REQUEST="true")
+    response = client.post(
+        f"/models/{MODEL}/run", {"prompt": "x", "max_tokens": "99999"}, HTTP_HX_REQUEST="true"
+    )
     assert "max_tokens" in response.content.decode()
     assert not Job.objects.exists()
 
