@@ -1,7 +1,6 @@
 """Shared bench helpers: live sites (tests/live.py), percentiles, table printing."""
 
 import contextlib
-import os
 import secrets
 import sys
 import tempfile

@@ -62,11 +62,15 @@ def grant(user, amount: Decimal, reason: str = "", kind: str = "grant") -> Decim
     """Add credits; returns the new balance."""
     with transaction.atomic():
         account = _locked(user)
-        if amount:
-            LedgerEntry.objects.create(account=account, kind=kind, amount=amount, reason=reason)
-            account.available += amount
-            account.save(update_fields=["available"])
+        _credit(account, amount, kind, reason)
         return account.balance
+
+
+def _credit(account: CreditAccount, amount: Decimal, kind: str, reason: str) -> None:
+    if amount:
+        LedgerEntry.objects.create(account=account, kind=kind, amount=amount, reason=reason)
+        account.available += amount
+        account.save(update_fields=["available"])
 
 
 def grant_once(user, amount: Decimal, reason: str) -> bool:
@@ -75,10 +79,7 @@ def grant_once(user, amount: Decimal, reason: str) -> bool:
         account = _locked(user)
         if account.entries.filter(kind="grant", reason=reason).exists():
             return False
-        if amount:
-            LedgerEntry.objects.create(account=account, kind="grant", amount=amount, reason=reason)
-            account.available += amount
-            account.save(update_fields=["available"])
+        _credit(account, amount, "grant", reason)
         return True
 
 

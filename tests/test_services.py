@@ -231,8 +231,9 @@ def test_wait_for_result_returns_final_document(site):
 def test_credits_charged_equal_cost_and_insufficient_credits_change_nothing(site):
     key, poor_key = site.keys["credit"], site.keys["poor"]
     with ThreadPoolExecutor(2) as pool:
-        before_f, poor_before_f = pool.submit(balance, site, "credit"), pool.submit(
-            balance, site, "poor"
+        before_f, poor_before_f = (
+            pool.submit(balance, site, "credit"),
+            pool.submit(balance, site, "poor"),
         )
         before, poor_before = before_f.result(), poor_before_f.result()
     assert before == Decimal("10") and poor_before == Decimal("0.0001")
@@ -249,8 +250,9 @@ def test_credits_charged_equal_cost_and_insufficient_credits_change_nothing(site
     assert r.json()["error"]["code"] == "insufficient_credits", r.text
 
     with ThreadPoolExecutor(2) as pool:
-        after_f, poor_after_f = pool.submit(balance, site, "credit"), pool.submit(
-            balance, site, "poor"
+        after_f, poor_after_f = (
+            pool.submit(balance, site, "credit"),
+            pool.submit(balance, site, "poor"),
         )
         after, poor_after = after_f.result(), poor_after_f.result()
     assert before - after == cost
