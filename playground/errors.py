@@ -42,7 +42,7 @@ def from_validation_error(exc, prefix: str = "") -> ApiError:
     """The first pydantic error as a 400 naming its field."""
     first = exc.errors()[0]
     param = loc_to_param(first.get("loc", ()))
-    message = first.get("msg", "invalid value")
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         message = "unknown parameter"
     if param:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("models/<slug:slug>/", views.model_page, name="model"),
     path("models/<slug:slug>/run", views.run_model, name="run-model"),
     path("jobs/<uuid:request_id>/", views.job_page, name="job"),
+    path("balance", views.balance, name="balance"),
     path("keys/", account_views.keys, name="keys"),
     path("keys/<uuid:key_id>/revoke", account_views.revoke_key, name="revoke-key"),
     path("accounts/", include("allauth.urls")),

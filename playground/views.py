@@ -66,6 +66,12 @@ def job_page(request, request_id):
     return render(request, "playground/job.html", {"job": job, "doc": doc})
 
 
+@login_required
+def balance(request):
+    """The header's balance pill, refreshed by htmx when a job on the page finishes."""
+    return render(request, "playground/balance.html")
+
+
 def healthz(request):
     """A bare JSON view: liveness for operators and the baseline the API bench compares with."""
     return JsonResponse({"status": "ok"})

@@ -98,9 +98,10 @@ def shots(tmp_path, request):
         count[0] += 1
         # From the top, or the sticky header lands mid-page in a full-page shot.
         page.evaluate("() => window.scrollTo(0, 0)")
-        page.screenshot(path=str(folder / f"{count[0]:02d}-{name}.png"), full_page=True)
+        page.screenshot(
+            path=str(folder / f"{count[0]:02d}-{name}.png"), full_page=True, animations="disabled"
+        )
 
-    take.folder = folder
     return take
 
 
@@ -242,7 +243,7 @@ def test_signup_key_run_stream_revoke_logout(site, page, shots):
         # The built-in model can finish before the socket connects: then the snapshot is final.
         assert kinds == ["snapshot"], kinds
     assert final["job"]["status"] == "success"
-    assert final["job"]["text"] == text
+    assert final["job"]["text"].lstrip() == text
     assert Decimal(final["job"]["cost"]) == cost
     shots(page, "model-after-run")
 
@@ -267,6 +268,7 @@ def test_signup_key_run_stream_revoke_logout(site, page, shots):
     page.goto(base + "/keys/")
     row = page.locator("table.table tbody tr", has_text="browser key")
     expect(row).not_to_contain_text("never")  # last used: just now
+    page.once("dialog", lambda dialog: dialog.accept())  # "Revoke this key?"
     row.get_by_role("button", name="Revoke").click()
     expect(page).to_have_url(base + "/keys/")
     expect(page.locator("#messages")).to_contain_text("is revoked")
@@ -294,7 +296,7 @@ def test_slow_model_streams_deltas_into_the_page(site, page, shots):
 
     fake = FakeOpenAI()
     fake.chunks = ["Once", " upon", " a", " time", ",", " slowly", "."]
-    fake.chunk_delay = 0.3
+    fake.chunk_delay = 0.4
     fake.usage = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
     fake.start()
     try:
@@ -362,6 +364,9 @@ def test_slow_model_streams_deltas_into_the_page(site, page, shots):
         snapshot_text = frames[0]["job"].get("text") or ""
         assert snapshot_text + streamed == "Once upon a time, slowly.", (snapshot_text, streamed)
         assert frames[-1]["job"]["text"] == "Once upon a time, slowly."
+        # 7 output tokens at 1 credit per 1K.
+        page.reload()
+        assert _balance(page) == Decimal("5") - Decimal("0.007")
         assert not page.js_errors, page.js_errors
         assert not ui_problems, ui_problems
     finally:

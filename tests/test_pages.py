@@ -1,6 +1,7 @@
 """The pages: signup grant, catalogue, model form, htmx run, job page, API keys."""
 
 import re
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -110,12 +111,22 @@ def test_another_users_job_page_is_404(client, alice_with_credits, bob):
 
 def test_keys_page_shows_a_new_key_once(client, alice):
     client.force_login(alice)
-    html = client.post("/keys/", {"name": "laptop"}).content.decode()
+    html = client.post("/keys/", {"name": "laptop", "form_id": str(uuid.uuid4())}).content.decode()
     raw = re.search(r"pgk_[A-Za-z0-9_-]{40,}", html).group(0)
     assert keys.authenticate_key(raw).name == "laptop"
     later = client.get("/keys/").content.decode()
     assert raw not in later and raw[:12] in later and "laptop" in later
     assert ApiKey.objects.get().hashed != raw
+
+
+def test_resubmitted_key_form_does_not_create_a_second_key(client, alice):
+    client.force_login(alice)
+    form_id = str(uuid.uuid4())
+    first = client.post("/keys/", {"name": "laptop", "form_id": form_id}).content.decode()
+    assert "pgk_" in first
+    again = client.post("/keys/", {"name": "laptop", "form_id": form_id}, follow=True)
+    assert ApiKey.objects.count() == 1
+    assert "already" in again.content.decode()
 
 
 def test_keys_page_bad_name_creates_nothing(client, alice):
@@ -139,7 +150,7 @@ def test_keys_page_requires_login_and_csrf(alice):
     assert Client().get("/keys/").status_code == 302
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(alice)
-    assert strict.post("/keys/", {"name": "x"}).status_code == 403
+    assert strict.post("/keys/", {"name": "x", "form_id": str(uuid.uuid4())}).status_code == 403
     assert not ApiKey.objects.exists()
 
 

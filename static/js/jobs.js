@@ -20,10 +20,15 @@
     if (bar) bar.style.width = Math.round((progress || 0) * 100) + "%";
   }
 
+  // A continuation starts with the space after the prompt; an output box should not.
+  function appendText(out, text) {
+    out.textContent = (out.textContent + text).replace(/^\s+/, "");
+  }
+
   function render(panel, job) {
     setStatus(panel, job.status);
     setProgress(panel, job.progress);
-    if (typeof job.text === "string") field(panel, "text").textContent = job.text;
+    if (typeof job.text === "string") field(panel, "text").textContent = job.text.replace(/^\s+/, "");
     if (job.cost !== undefined) field(panel, "cost").textContent = job.cost + " credits";
     if (job.usage) {
       field(panel, "tokens").textContent =
@@ -44,9 +49,12 @@
     ws.onmessage = function (event) {
       var msg = JSON.parse(event.data);
       if (msg.type === "snapshot" || msg.type === "result") render(panel, msg.job);
+      if (msg.type === "result" || (msg.type === "snapshot" && msg.job.cost !== undefined)) {
+        document.body.dispatchEvent(new CustomEvent("job-finished"));
+      }
       else if (msg.type === "status") { setStatus(panel, msg.status); setProgress(panel, msg.progress); }
       else if (msg.type === "progress") setProgress(panel, msg.progress);
-      else if (msg.type === "delta") field(panel, "text").textContent += msg.text;
+      else if (msg.type === "delta") appendText(field(panel, "text"), msg.text);
     };
     ws.onclose = function (event) {
       if (event.code === 4401 || event.code === 4404) {
