@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from datetime import datetime
@@ -154,23 +155,33 @@ async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
     await layer.group_add(group, channel)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    receiver = None
     try:
         while True:
             # Checked after joining the group, so a result published meanwhile is not missed.
             job, doc = await sync_to_async(_refresh)(job)
-            left = deadline - loop.time()
-            if job.is_terminal or left <= 0:
+            if job.is_terminal or loop.time() >= deadline:
                 return job, doc
-            try:
-                while True:
-                    message = await asyncio.wait_for(layer.receive(channel), min(left, 5.0))
-                    if message.get("payload", {}).get("type") == "result":
-                        break
-                    left = deadline - loop.time()
-            except TimeoutError:
-                pass
+            while True:
+                if receiver is None:
+                    receiver = asyncio.ensure_future(layer.receive(channel))
+                left = deadline - loop.time()
+                done, _ = await asyncio.wait({receiver}, timeout=max(0, min(left, 5.0)))
+                if not done:
+                    break  # look at the database again now and then
+                message, receiver = receiver.result(), None
+                if message.get("payload", {}).get("type") == "result":
+                    break
     finally:
         await layer.group_discard(group, channel)
+        # Channel layers free a channel when a receive on it is cancelled (channels_redis's
+        # pub/sub layer unsubscribes then), so end with a cancelled receive, always.
+        if receiver is None:
+            receiver = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
 
 
 def _generate_view(modality: str):

@@ -20,6 +20,5 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
     task_default_queue="engine",
-    broker_transport_options={"polling_interval": 0},
 )
 app.autodiscover_tasks(["playground.engine"])

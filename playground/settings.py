@@ -154,6 +154,9 @@ else:
 
 # Celery: the generation engine.
 CELERY_BROKER_URL = REDIS_URL or "pgmemory://"
+# pgmemory's worker waits for a put itself, so kombu must not sleep between polls. (On Redis,
+# polling_interval is BRPOP's timeout, and 0 would block a worker's shutdown forever.)
+CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {"polling_interval": 0}
 PLAYGROUND_EMBEDDED_WORKER = envbool("PLAYGROUND_EMBEDDED_WORKER", default=not SERVICES_MODE)
 PLAYGROUND_EMBEDDED_CONCURRENCY = envint("PLAYGROUND_EMBEDDED_CONCURRENCY", 4)
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,13 +36,9 @@ def site(tmp_path_factory):
     require_services()
     site = start_site(tmp_path_factory.mktemp("services"), services=True, workers=1)
     try:
-        emails = {
-            "main": "main@example.com",
-            "credit": "credit@example.com",
-            "poor": "poor@example.com",
-            "other": "other@example.com",
-        }
-        credits = {"main": "50", "credit": "10", "poor": "0.0001", "other": "10"}
+        # "poor" can afford no job and doubles as the other user for ownership checks.
+        emails = {"main": "main@example.com", "poor": "poor@example.com"}
+        credits = {"main": "50", "poor": "0.0001"}
         with ThreadPoolExecutor(len(emails)) as pool:
             futures = {
                 name: pool.submit(site.user_with_key, email, credits[name])
@@ -179,6 +176,7 @@ def check_full_stream(messages, code, request_id):
 
 
 async def test_job_runs_in_worker_process_and_streams_to_websocket(site):
+    require_services()
     key = site.keys["main"]
     with worker_stopped(site):
         request_id = submit_ok(site, key)
@@ -203,9 +201,14 @@ async def test_job_runs_in_worker_process_and_streams_to_websocket(site):
     r = api(site, "GET", f"/v1/requests/{request_id}", key)
     assert r.status_code == 200, r.text
     assert r.json() == final
+    # A socket opened on the finished job gets the final document as its snapshot, then 1000.
+    async with ws_connect(site, request_id, key) as ws:
+        messages, code = await collect(ws)
+    assert (messages, code) == ([{"type": "snapshot", "job": final}], 1000)
 
 
 def test_wait_for_result_returns_final_document(site):
+    require_services()
     key = site.keys["main"]
     r = submit(site, key, wait_for_result=True)
     assert r.status_code == 200, r.text
@@ -229,14 +232,11 @@ def test_wait_for_result_returns_final_document(site):
 
 
 def test_credits_charged_equal_cost_and_insufficient_credits_change_nothing(site):
-    key, poor_key = site.keys["credit"], site.keys["poor"]
-    with ThreadPoolExecutor(2) as pool:
-        before_f, poor_before_f = (
-            pool.submit(balance, site, "credit"),
-            pool.submit(balance, site, "poor"),
-        )
-        before, poor_before = before_f.result(), poor_before_f.result()
-    assert before == Decimal("10") and poor_before == Decimal("0.0001")
+    require_services()
+    key, poor_key = site.keys["main"], site.keys["poor"]
+    before = balance(site, "main")
+    poor_before = api(site, "GET", "/v1/user/profile", poor_key).json()
+    assert Decimal(poor_before["balance"]) == Decimal("0.0001"), poor_before
 
     r = submit(site, key, wait_for_result=True)
     assert r.status_code == 200, r.text
@@ -249,20 +249,14 @@ def test_credits_charged_equal_cost_and_insufficient_credits_change_nothing(site
     assert r.status_code == 402, r.text
     assert r.json()["error"]["code"] == "insufficient_credits", r.text
 
-    with ThreadPoolExecutor(2) as pool:
-        after_f, poor_after_f = (
-            pool.submit(balance, site, "credit"),
-            pool.submit(balance, site, "poor"),
-        )
-        after, poor_after = after_f.result(), poor_after_f.result()
+    after = balance(site, "main")
     assert before - after == cost
-    assert poor_after == poor_before
 
     # The hold is released once the job is done; the refused one held nothing, made no job.
     profile = api(site, "GET", "/v1/user/profile", key).json()
     assert Decimal(profile["available"]) == Decimal(profile["balance"]) == after
-    profile = api(site, "GET", "/v1/user/profile", poor_key).json()
-    assert Decimal(profile["available"]) == Decimal(profile["balance"]) == poor_before
+    assert api(site, "GET", "/v1/user/profile", poor_key).json() == poor_before
+    assert balance(site, "poor") == Decimal("0.0001")
     r = api(site, "GET", "/v1/requests", poor_key)
     assert r.status_code == 200 and r.json()["data"] == [], r.text
 
@@ -271,7 +265,8 @@ def test_credits_charged_equal_cost_and_insufficient_credits_change_nothing(site
 
 
 async def test_other_users_job_is_404_and_4404_bad_key_is_401_and_4401(site):
-    key, other = site.keys["main"], site.keys["other"]
+    require_services()
+    key, other = site.keys["main"], site.keys["poor"]
     with worker_stopped(site):
         request_id = submit_ok(site, key)
         unknown = "00000000-0000-4000-8000-000000000000"
@@ -312,6 +307,7 @@ async def test_other_users_job_is_404_and_4404_bad_key_is_401_and_4401(site):
 
 
 async def test_websocket_idle_30s_still_receives_events(site):
+    require_services()
     key = site.keys["main"]
     with worker_stopped(site) as worker:
         request_id = submit_ok(site, key)
@@ -369,6 +365,7 @@ def redis_subscriptions_of(client, pid, redis_port) -> int:
 
 
 async def test_500_websockets_disconnecting_at_once_leave_no_subscriptions(site):
+    require_services()
     import redis
 
     if not Path("/proc/self/fd").is_dir():
@@ -433,3 +430,56 @@ async def test_500_websockets_disconnecting_at_once_leave_no_subscriptions(site)
     assert redis_subscriptions_of(client, daphne.pid, redis_port) == baseline
     r = submit(site, key)
     assert r.status_code == 200, r.text
+
+
+# 6. Regressions: subscriptions left by wait_for_result, a worker deaf to SIGTERM --------------
+
+
+async def _settled_subscriptions(client, pid, redis_port, expected, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        count = redis_subscriptions_of(client, pid, redis_port)
+        if count == expected or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.1)
+
+
+async def test_wait_for_result_leaves_no_subscription_in_web_process(site):
+    require_services()
+    import redis
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs Linux /proc to find the server's Redis connections")
+    client = redis.Redis.from_url(site.env["REDIS_URL"], socket_timeout=10)
+    redis_port = client.connection_pool.connection_kwargs.get("port", 6379)
+    daphne = daphne_process(site)
+    key = site.keys["main"]
+    before = redis_subscriptions_of(client, daphne.pid, redis_port)
+    request_ids = []
+    for _ in range(3):
+        r = submit(site, key, wait_for_result=True)
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+        request_ids.append(r.json()["request_id"])
+    body = {"request_id": request_ids[0], "wait_for_result": True}
+    r = api(site, "POST", "/v1/generate-text", key, json=body)
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    after = await _settled_subscriptions(client, daphne.pid, redis_port, expected=before)
+    assert after == before, f"{after - before} subscriptions left by 4 wait_for_result calls"
+
+
+def test_idle_worker_exits_promptly_on_sigterm(site):
+    # Last in the module: it ends the site's worker.
+    require_services()
+    key = site.keys["main"]
+    r = submit(site, key, wait_for_result=True)
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    time.sleep(0.5)  # back to waiting for the next job
+    worker = worker_process(site)
+    worker.terminate()
+    try:
+        worker.wait(8)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(5)
+        pytest.fail("the idle worker was still running 8 s after SIGTERM")
+    assert worker.returncode == 0, site.log("worker0")[-3000:]
