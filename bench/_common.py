@@ -31,10 +31,12 @@ def modes_for(arg: str) -> list[str]:
 class Site:
     """One live site (daphne + engine) with a funded user and its API key."""
 
-    def __init__(self, mode: str, credits: str = "100000", workers: int = 1):
+    def __init__(self, mode: str, credits: str = "100000", workers: int = 1, extra_env=None):
         self.mode = mode
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{mode}-")
-        self.live = start_site(Path(self._tmp.name), services=mode == "services", workers=workers)
+        self.live = start_site(
+            Path(self._tmp.name), services=mode == "services", workers=workers, extra_env=extra_env
+        )
         try:
             email = f"bench-{secrets.token_hex(4)}@example.com"
             self.key = self.live.user_with_key(email, credits)
@@ -70,7 +72,9 @@ class Site:
             import sqlite3
             from datetime import UTC, datetime
 
-            with contextlib.closing(sqlite3.connect(Path(self.data_dir, "playground.sqlite3"))) as c:
+            with contextlib.closing(
+                sqlite3.connect(Path(self.data_dir, "playground.sqlite3"))
+            ) as c:
                 rows = c.execute(sql).fetchall()
             for rid, *stamps in rows:
                 if None in stamps:
@@ -132,5 +136,3 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
-
-

@@ -233,9 +233,7 @@ def report(args, ws_records, wait_records, stages) -> None:
         for key, _ in METRICS:
             sa, sb = stats[a][key], stats[b][key]
             if sa and sb:
-                print(
-                    f"  {key:8s} {sb['p50'] / sa['p50']:6.2f}x  {sb['p99'] / sa['p99']:6.2f}x"
-                )
+                print(f"  {key:8s} {sb['p50'] / sa['p50']:6.2f}x  {sb['p99'] / sa['p99']:6.2f}x")
     print()
 
 

@@ -268,22 +268,10 @@ def test_embed_maps_errors(fake_openai):
     assert len(fake_openai.requests) == 2
 
 
-def test_default_timeout_without_django_settings(monkeypatch):
-    from django.conf import settings
-
-    if settings.configured:
-        pytest.skip("Django settings are configured in this run")
-    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
-    b = OpenAIBackend({"base_url": "http://127.0.0.1:9/v1", "upstream_model": "m"})
-    assert (b.timeout, b.retries) == (60.0, 2)
-
-
 def test_default_timeout_from_django_settings():
     from django.conf import settings
     from django.test import override_settings
 
-    if not settings.configured:
-        pytest.skip("Django settings are not configured in this run")
     with override_settings(PLAYGROUND_UPSTREAM_TIMEOUT=12):
         b = OpenAIBackend({"base_url": "http://127.0.0.1:9/v1", "upstream_model": "m"})
     assert b.timeout == 12.0
