@@ -269,7 +269,6 @@ def test_embed_maps_errors(fake_openai):
 
 
 def test_default_timeout_from_django_settings():
-    from django.conf import settings
     from django.test import override_settings
 
     with override_settings(PLAYGROUND_UPSTREAM_TIMEOUT=12):
