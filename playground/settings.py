@@ -153,7 +153,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "playground.layers.EmbeddedChannelLayer"}}
 
 # Celery: the generation engine.
-CELERY_BROKER_URL = REDIS_URL or "pgmemory://"
+CELERY_BROKER_URL = REDIS_URL or "pgmemory://localhost/"
 # pgmemory's worker waits for a put itself, so kombu must not sleep between polls. (On Redis,
 # polling_interval is BRPOP's timeout, and 0 would block a worker's shutdown forever.)
 CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {"polling_interval": 0}

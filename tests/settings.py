@@ -10,7 +10,7 @@ from playground.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 CHANNEL_LAYERS = {"default": {"BACKEND": "playground.layers.EmbeddedChannelLayer"}}
-CELERY_BROKER_URL = "pgmemory://"
+CELERY_BROKER_URL = "pgmemory://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0}
 CELERY_TASK_ALWAYS_EAGER = True
 PLAYGROUND_EMBEDDED_WORKER = False

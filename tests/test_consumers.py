@@ -5,6 +5,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 
 from accounts import keys
 from playground.asgi import application
@@ -14,6 +15,20 @@ from playground.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MODEL = "trigram-pydoc"
+
+
+@pytest.fixture(autouse=True)
+async def _close_thread_connections():
+    """sync_to_async runs ORM calls in a helper thread; its connection must not outlive the test."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+def run_job_and_close(pk):
+    try:
+        run_job(pk)
+    finally:
+        connections.close_all()
 
 
 def make_pending_job(api, key, monkeypatch, **params):
@@ -94,7 +109,7 @@ async def test_late_subscriber_gets_partial_text_then_only_new_deltas(api, alice
         return real(params, Pausing())
 
     monkeypatch.setattr(textgen, "run_text", paused)
-    task = asyncio.ensure_future(sync_to_async(run_job, thread_sensitive=False)(job.pk))
+    task = asyncio.ensure_future(sync_to_async(run_job_and_close, thread_sensitive=False)(job.pk))
     await asyncio.wait_for(halfway.wait(), 5)
     comm, _ = await connect(request_id, key=alice_key)
     snapshot = await comm.receive_json_from()
