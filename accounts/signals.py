@@ -15,6 +15,10 @@ def give_signup_grant(user) -> None:
 
 @receiver(user_signed_up)
 def _on_signup(request, user, **kwargs):
+    if request is not None:
+        from .sudo import note_signup
+
+        note_signup(request, user)
     if settings.ACCOUNT_EMAIL_VERIFICATION != "mandatory":
         give_signup_grant(user)
 

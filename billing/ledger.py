@@ -5,13 +5,28 @@ the real cost (-cost), so sum(ledger) == available at every instant and
 balance == available + open holds.
 """
 
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
 
 from .models import CreditAccount, LedgerEntry
 
 QUANTUM = Decimal("0.000001")
+
+
+class KeySpendCapReached(Exception):
+    """The API key's spend cap does not leave room for the amount."""
+
+    def __init__(self, needed: Decimal, remaining: Decimal):
+        super().__init__(
+            f"This request needs {fmt(needed)} credits; "
+            f"the key's spend cap leaves {fmt(remaining)}."
+        )
+        self.needed = needed
+        self.remaining = remaining
 
 
 class InsufficientCredits(Exception):
@@ -83,10 +98,49 @@ def grant_once(user, amount: Decimal, reason: str) -> bool:
         return True
 
 
-def hold(user, job, amount: Decimal) -> None:
-    """Reserve a job's worst-case cost (raises InsufficientCredits), in the job's transaction."""
+def period_start(period: str, now=None):
+    """The start of the current daily/weekly/monthly cap window (UTC); None for a lifetime cap."""
+    now = now or timezone.now()
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day - timedelta(days=day.weekday())
+    if period == "monthly":
+        return day.replace(day=1)
+    return None
+
+
+def key_spend(key, since=None) -> Decimal:
+    """What a key's jobs cost since `since` (all time when None), open holds included."""
+    from playground.models import Job
+
+    jobs = Job.objects.filter(api_key=key)
+    charged = jobs.filter(hold_open=False)
+    if since is not None:
+        charged = charged.filter(created__gte=since)
+    spent = charged.aggregate(s=Sum("cost"))["s"] or Decimal(0)
+    held = jobs.filter(hold_open=True).aggregate(s=Sum("hold_amount"))["s"] or Decimal(0)
+    return spent + held
+
+
+def key_cap_remaining(key) -> Decimal | None:
+    if key is None or key.spend_cap is None:
+        return None
+    return max(Decimal(0), key.spend_cap - key_spend(key, period_start(key.spend_cap_period)))
+
+
+def hold(user, job, amount: Decimal, key=None) -> None:
+    """Reserve a job's worst-case cost, in the job's transaction.
+
+    Raises InsufficientCredits, or KeySpendCapReached when the key's cap has no room; the
+    account row lock also serialises the cap check of all the user's keys.
+    """
     with transaction.atomic():
         account = _locked(user)
+        remaining = key_cap_remaining(key)
+        if remaining is not None and remaining < amount:
+            raise KeySpendCapReached(amount, remaining)
         if account.available < amount:
             raise InsufficientCredits(amount, account.available)
         LedgerEntry.objects.create(account=account, kind="hold", amount=-amount, job=job)

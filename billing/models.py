@@ -10,8 +10,12 @@ MONEY = {"max_digits": 20, "decimal_places": 6}
 class CreditAccount(models.Model):
     """The lockable row per user; `available` and `held` always equal sums over the ledger."""
 
+    # A deleted user's account stays, anonymised, with its ledger.
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_account"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="credit_account",
     )
     available = models.DecimalField(default=Decimal(0), **MONEY)
     held = models.DecimalField(default=Decimal(0), **MONEY)

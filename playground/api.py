@@ -11,7 +11,6 @@ from datetime import datetime
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db.models import Sum
 from django.http import Http404, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -20,7 +19,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from billing import ledger
 
 from . import catalogue, jobs, pricing
-from .auth import ApiKeyAuth, key_from_header
+from .auth import ApiKeyAuth, client_ip, key_from_header
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
 from .models import Job
@@ -100,19 +99,25 @@ def model_document(model) -> dict:
     }
 
 
+def check_model_allowed(key, slug: str) -> None:
+    if key is not None and not key.allows(slug):
+        raise ApiError(403, "model_not_allowed", f"This API key may not use {slug}.", "model")
+
+
 @api.get("/models", auth=None, tags=["models"], summary="List models")
 def list_models(request):
-    key_from_header(request.headers.get("Authorization"))
-    data = [model_document(m) for m in catalogue.visible_models()]
-    return {"object": "list", "data": data}
+    key = key_from_header(request.headers.get("Authorization"), client_ip(request))
+    models = [m for m in catalogue.visible_models() if key is None or key.allows(m.slug)]
+    return {"object": "list", "data": [model_document(m) for m in models]}
 
 
 @api.get("/models/{model_id}", auth=None, tags=["models"], summary="Get a model")
 def get_model(request, model_id: str):
-    key_from_header(request.headers.get("Authorization"))
+    key = key_from_header(request.headers.get("Authorization"), client_ip(request))
     model = catalogue.get_model(model_id)
     if model is None:
         raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    check_model_allowed(key, model.slug)
     return model_document(model)
 
 
@@ -131,6 +136,7 @@ def _submit_or_poll(key, modality: str, data: dict) -> tuple[Job, bool, bool]:
     model = catalogue.get_model(model_id)
     if model is None:
         raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    check_model_allowed(key, model.slug)
     if model.modality != modality:
         raise ApiError(
             400,
@@ -278,7 +284,8 @@ def list_requests(
 def profile(request):
     key = request.api_key
     balance, available = ledger.balances(key.user)
-    spend = Job.objects.filter(api_key=key).aggregate(total=Sum("cost"))["total"] or 0
+    spend = ledger.key_spend(key)
+    remaining = ledger.key_cap_remaining(key)
     return {
         "email": key.user.email,
         "tier": key.tier,
@@ -288,6 +295,6 @@ def profile(request):
             "name": key.name,
             "prefix": key.prefix,
             "spend": ledger.fmt(spend),
-            "spend_cap_remaining": None,
+            "spend_cap_remaining": None if remaining is None else ledger.fmt(remaining),
         },
     }

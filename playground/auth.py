@@ -4,6 +4,7 @@ from ninja.security import HttpBearer
 
 from accounts.keys import authenticate_key
 from accounts.models import ApiKey
+from billing import ledger
 
 from .errors import ApiError
 
@@ -18,14 +19,24 @@ def bearer_token(header_value: str | None) -> str | None:
     return token.strip()
 
 
-def key_from_header(header_value: str | None) -> ApiKey | None:
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR")
+
+
+def key_from_header(header_value: str | None, ip: str | None = None) -> ApiKey | None:
     """None when no key was sent; the key when valid; ApiError 401 when one was sent but is bad."""
     token = bearer_token(header_value)
     if token is None:
         return None
-    key = authenticate_key(token) if token else None
+    key = authenticate_key(token, ip) if token else None
     if key is None:
         raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
+    # Only capped keys pay for this check (two aggregates); others stay at one read.
+    if key.spend_cap is not None and ledger.key_cap_remaining(key) <= 0:
+        from .jobs import note_cap_reached
+
+        note_cap_reached(key)
+        raise ApiError(402, "key_spend_cap_reached", "This API key has reached its spend cap.")
     return key
 
 
@@ -33,7 +44,7 @@ class ApiKeyAuth(HttpBearer):
     """Bearer API keys; never logs what was sent."""
 
     def __call__(self, request):
-        key = key_from_header(request.headers.get("Authorization"))
+        key = key_from_header(request.headers.get("Authorization"), client_ip(request))
         if key is None:
             raise ApiError(401, "missing_api_key", "Send an API key: Authorization: Bearer <key>.")
         request.api_key = key

@@ -11,11 +11,15 @@ from .errors import ApiError
 
 @database_sync_to_async
 def _user_from_scope(scope):
-    """The Bearer key's user, else the session user; None when neither authenticates."""
+    """The Bearer key's user, else the session user; None when neither authenticates.
+
+    A key that is sent but unusable (invalid, revoked, expired, capped) is refused outright.
+    """
     headers = dict(scope.get("headers") or [])
     raw = headers.get(b"authorization")
+    ip = (scope.get("client") or [None])[0]
     try:
-        key = key_from_header(raw.decode("latin-1") if raw is not None else None)
+        key = key_from_header(raw.decode("latin-1") if raw is not None else None, ip)
     except ApiError:
         return None
     if key is not None:

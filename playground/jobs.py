@@ -43,15 +43,32 @@ def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
                 hold_open=hold > 0,
             )
             if hold > 0:
-                ledger.hold(user, job, hold)
+                ledger.hold(user, job, hold, key=api_key)
             transaction.on_commit(lambda: _enqueue_or_fail(job))
     except ledger.InsufficientCredits as exc:
         raise ApiError(402, "insufficient_credits", str(exc)) from None
+    except ledger.KeySpendCapReached as exc:
+        note_cap_reached(api_key)
+        raise ApiError(402, "key_spend_cap_reached", str(exc)) from None
     if job.status == Job.FAILED:
         raise ApiError(
             503, "engine_unavailable", "The generation engine is unavailable; try again."
         )
     return job
+
+
+def note_cap_reached(key) -> None:
+    """Audit a refused submit once per cap window."""
+    from accounts.keys import record
+
+    since = ledger.period_start(key.spend_cap_period)
+    events = key.events.filter(kind="cap_reached")
+    if since is not None:
+        events = events.filter(created__gte=since)
+    if not events.exists():
+        record(
+            key, "cap_reached", f"cap {ledger.fmt(key.spend_cap)} {key.spend_cap_period or 'total'}"
+        )
 
 
 def _enqueue_or_fail(job: Job) -> None:

@@ -82,6 +82,8 @@ INSTALLED_APPS = [
     "template_partials",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
     "accounts",
     "billing",
     "playground",
@@ -99,6 +101,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -179,6 +182,19 @@ ACCOUNT_EMAIL_VERIFICATION = (
     "mandatory" if PRODUCTION else env("PLAYGROUND_EMAIL_VERIFICATION", "optional")
 )
 ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_CHANGE_EMAIL = True
+ACCOUNT_REAUTHENTICATION_TIMEOUT = envint("PLAYGROUND_SUDO_SECONDS", 300)
+# Brute force: allauth's limits (in the cache: Redis in services mode) plus a lockout.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": "10/m/ip,5/5m/key",
+    "login": "30/m/ip",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "reauthenticate": "10/m/user",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Playground"
+USERSESSIONS_TRACK_ACTIVITY = True
 LOGIN_REDIRECT_URL = "/models/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/"
 

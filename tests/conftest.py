@@ -66,3 +66,15 @@ def api(client):
             return client.get(path, **headers)
 
     return Api()
+
+
+def sudo_login(client, user):
+    """Log in as after typing the password just now (sudo mode on)."""
+    import time
+
+    from allauth.account.internal.flows.login import AUTHENTICATION_METHODS_SESSION_KEY
+
+    client.force_login(user)
+    session = client.session
+    session[AUTHENTICATION_METHODS_SESSION_KEY] = [{"method": "password", "at": time.time()}]
+    session.save()

@@ -11,9 +11,14 @@ from accounts import keys
 from accounts.models import ApiKey, User
 from billing import ledger
 from playground.models import Job
+from tests.conftest import sudo_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MODEL = "trigram-pydoc"
+
+
+def new_key_form(**fields):
+    return {"name": "laptop", "tier": "free", "form_id": str(uuid.uuid4()), **fields}
 
 
 def test_signup_grants_credits_once_and_header_shows_balance(client, settings):
@@ -110,8 +115,8 @@ def test_another_users_job_page_is_404(client, alice_with_credits, bob):
 
 
 def test_keys_page_shows_a_new_key_once(client, alice):
-    client.force_login(alice)
-    html = client.post("/keys/", {"name": "laptop", "form_id": str(uuid.uuid4())}).content.decode()
+    sudo_login(client, alice)
+    html = client.post("/keys/", new_key_form(name="laptop")).content.decode()
     raw = re.search(r"pgk_[A-Za-z0-9_-]{40,}", html).group(0)
     assert keys.authenticate_key(raw).name == "laptop"
     later = client.get("/keys/").content.decode()
@@ -120,18 +125,18 @@ def test_keys_page_shows_a_new_key_once(client, alice):
 
 
 def test_resubmitted_key_form_does_not_create_a_second_key(client, alice):
-    client.force_login(alice)
-    form_id = str(uuid.uuid4())
-    first = client.post("/keys/", {"name": "laptop", "form_id": form_id}).content.decode()
+    sudo_login(client, alice)
+    form = new_key_form()
+    first = client.post("/keys/", form).content.decode()
     assert "pgk_" in first
-    again = client.post("/keys/", {"name": "laptop", "form_id": form_id}, follow=True)
+    again = client.post("/keys/", form, follow=True)
     assert ApiKey.objects.count() == 1
     assert "already" in again.content.decode()
 
 
 def test_keys_page_bad_name_creates_nothing(client, alice):
-    client.force_login(alice)
-    response = client.post("/keys/", {"name": ""})
+    sudo_login(client, alice)
+    response = client.post("/keys/", new_key_form(name=""))
     assert response.status_code == 200 and not ApiKey.objects.exists()
 
 
@@ -149,8 +154,8 @@ def test_revoke_own_key_and_not_someone_elses(client, alice, bob):
 def test_keys_page_requires_login_and_csrf(alice):
     assert Client().get("/keys/").status_code == 302
     strict = Client(enforce_csrf_checks=True)
-    strict.force_login(alice)
-    assert strict.post("/keys/", {"name": "x", "form_id": str(uuid.uuid4())}).status_code == 403
+    sudo_login(strict, alice)
+    assert strict.post("/keys/", new_key_form()).status_code == 403
     assert not ApiKey.objects.exists()
 
 
