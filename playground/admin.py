@@ -1,0 +1,21 @@
+from django.contrib import admin
+
+from .models import AIModel, Job
+
+
+@admin.register(AIModel)
+class AIModelAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "modality", "backend", "enabled", "builtin", "per_1k_output"]
+    list_filter = ["modality", "backend", "enabled", "builtin"]
+    search_fields = ["slug", "name"]
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["request_id", "model_slug", "user", "status", "cost", "created"]
+    list_filter = ["status", "modality"]
+    search_fields = ["request_id", "model_slug", "user__email"]
+    readonly_fields = [f.name for f in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
