@@ -100,3 +100,9 @@ class RotateForm(forms.Form):
         choices=[("0", "at once"), ("1h", "after 1 hour"), ("24h", "after 24 hours")],
         label="The old secret stops working",
     )
+    # As for new keys: reloading the page that shows the new secret must not rotate again.
+    form_id = forms.UUIDField(widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("initial", {}).setdefault("form_id", uuid.uuid4())
+        super().__init__(*args, **kwargs)

@@ -37,16 +37,13 @@ def keys(request):
     form = NewKeyForm(request.POST or None, user=request.user)
     new_key = None
     if request.method == "POST" and form.is_valid():
-        used = request.session.get(USED_FORMS, [])
-        form_id = str(form.cleaned_data["form_id"])
-        if form_id in used:
+        if not _first_use(request, form.cleaned_data["form_id"]):
             messages.info(request, "That key was created already; its secret was shown once.")
             return redirect("keys")
         # The secret is shown in this response only, so it never goes into the session.
         _, new_key = key_rules.create_key(
             request.user, form.cleaned_data["name"], ip=_ip(request), **form.key_options()
         )
-        request.session[USED_FORMS] = [*used[-19:], form_id]
         form = NewKeyForm(user=request.user)
     context = {
         "form": form,
@@ -84,14 +81,27 @@ def _key_context(key, form, new_secret=None):
     }
 
 
+def _first_use(request, form_id) -> bool:
+    """True the first time this form id is submitted in this session (reloads repeat it)."""
+    used = request.session.get(USED_FORMS, [])
+    if str(form_id) in used:
+        return False
+    request.session[USED_FORMS] = [*used[-19:], str(form_id)]
+    return True
+
+
 @login_required
-@require_POST
 @sudo_required
 def rotate_key(request, key_id):
     key = get_key_for_user(request, key_id)
+    if request.method != "POST":
+        return redirect("key", key_id=key.public_id)
     form = RotateForm(request.POST)
     if key.status != "active" or not form.is_valid():
         messages.error(request, "Only an active key can be rotated.")
+        return redirect("key", key_id=key.public_id)
+    if not _first_use(request, form.cleaned_data["form_id"]):
+        messages.info(request, "The key was rotated already; its new secret was shown once.")
         return redirect("key", key_id=key.public_id)
     grace = key_rules.GRACE_CHOICES[form.cleaned_data["grace"]]
     secret = key_rules.rotate(key, grace=grace, ip=_ip(request))
