@@ -19,7 +19,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from billing import ledger
 
 from . import catalogue, jobs, pricing
-from .auth import ApiKeyAuth, client_ip, key_from_header
+from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
 from .models import Job
@@ -39,7 +39,10 @@ ENVELOPE = ("model", "wait_for_result")
 
 @api.exception_handler(ApiError)
 def _api_error(request, exc: ApiError):
-    return JsonResponse(exc.body(), status=exc.status)
+    response = JsonResponse(exc.body(), status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
 
 
 @api.exception_handler(NinjaValidationError)
@@ -106,14 +109,14 @@ def check_model_allowed(key, slug: str) -> None:
 
 @api.get("/models", auth=None, tags=["models"], summary="List models")
 def list_models(request):
-    key = key_from_header(request.headers.get("Authorization"), client_ip(request))
+    key = authenticate_request(request)
     models = [m for m in catalogue.visible_models() if key is None or key.allows(m.slug)]
     return {"object": "list", "data": [model_document(m) for m in models]}
 
 
 @api.get("/models/{model_id}", auth=None, tags=["models"], summary="Get a model")
 def get_model(request, model_id: str):
-    key = key_from_header(request.headers.get("Authorization"), client_ip(request))
+    key = authenticate_request(request)
     model = catalogue.get_model(model_id)
     if model is None:
         raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")

@@ -6,6 +6,7 @@ from accounts.keys import authenticate_key
 from accounts.models import ApiKey
 from billing import ledger
 
+from . import ratelimit
 from .errors import ApiError
 
 
@@ -40,14 +41,25 @@ def key_from_header(header_value: str | None, ip: str | None = None) -> ApiKey |
     return key
 
 
+def authenticate_request(request) -> ApiKey | None:
+    """The request's key (None if none was sent), counted against its rate budget.
+
+    The rate-limit headers are left on the request for ApiErrorMiddleware to add to the response.
+    """
+    key = key_from_header(request.headers.get("Authorization"), client_ip(request))
+    if key is not None:
+        request.api_key = key
+        request.rate_headers = ratelimit.hit(key, ratelimit.request_kind(request))
+    return key
+
+
 class ApiKeyAuth(HttpBearer):
     """Bearer API keys; never logs what was sent."""
 
     def __call__(self, request):
-        key = key_from_header(request.headers.get("Authorization"), client_ip(request))
+        key = authenticate_request(request)
         if key is None:
             raise ApiError(401, "missing_api_key", "Send an API key: Authorization: Bearer <key>.")
-        request.api_key = key
         return key
 
     def authenticate(self, request, token):  # pragma: no cover - __call__ does the work

@@ -3,7 +3,7 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import jobs
+from . import jobs, ratelimit
 from .auth import key_from_header
 from .engine import events
 from .errors import ApiError
@@ -23,6 +23,10 @@ def _user_from_scope(scope):
     except ApiError:
         return None
     if key is not None:
+        try:
+            ratelimit.hit(key, "read")
+        except ApiError:
+            return "rate_limited"
         return key.user
     user = scope.get("user")
     return user if user is not None and user.is_authenticated else None
@@ -41,8 +45,8 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         self.group = None
         user = await _user_from_scope(self.scope)
-        if user is None:
-            await self.close(code=4401)
+        if user is None or user == "rate_limited":
+            await self.close(code=4401 if user is None else 4429)
             return
         request_id = self.scope["url_route"]["kwargs"]["request_id"]
         self.group = events.group_name(request_id)

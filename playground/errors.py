@@ -16,12 +16,15 @@ TYPES = {
 class ApiError(Exception):
     """An error with an HTTP status, a machine code, a message and the offending parameter."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, param: str | None = None, headers=None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.param = param
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return error_body(self.status, self.code, self.message, self.param)

@@ -37,7 +37,9 @@ class ApiErrorMiddleware:
             converted = self._error(response.status_code)
             if response.has_header("Allow"):
                 converted["Allow"] = response["Allow"]
-            return converted
+            response = converted
+        for name, value in getattr(request, "rate_headers", {}).items():
+            response.setdefault(name, value)
         return response
 
     @staticmethod

@@ -69,10 +69,11 @@ class LiveSite:
             timeout=120,
         )
 
-    def user_with_key(self, email: str, credits: str = "10") -> str:
-        """Create a user with credits and return a fresh API key for it."""
+    def user_with_key(self, email: str, credits: str = "10", tier: str = "unlimited") -> str:
+        """Create a user with credits and return a fresh API key for it (no rate limits)."""
+        password = "pw-" + secrets.token_hex(8)
         self.manage(
-            "users", "add", email, "--password", "pw-" + secrets.token_hex(8), "--credits", credits
+            "users", "add", email, "--password", password, "--credits", credits, "--tier", tier
         )
         return self.manage("apikey", "create", email).stdout.strip()
 

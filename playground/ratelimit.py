@@ -1,0 +1,84 @@
+"""Rate limits per API key (CONTRACT §6), counted in `limits` storage: memory or Redis.
+
+Submits and reads have separate budgets; every authenticated request counts, whatever its
+outcome. Headers report the window with the fewest requests remaining.
+"""
+
+import json
+import time
+from functools import cache
+
+from django.conf import settings
+from limits import RateLimitItemPerDay, RateLimitItemPerMinute
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from .errors import ApiError
+
+# (submits per minute, submits per day); reads get 10× the per-minute submit budget.
+TIERS = {"free": (20, 1_000), "pro": (600, 50_000)}
+READ_FACTOR = 10
+SUBMIT_PREFIXES = ("/v1/generate-", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+@cache
+def limiter() -> FixedWindowRateLimiter:
+    url = settings.REDIS_URL
+    storage = storage_from_string(url) if url else MemoryStorage()
+    return FixedWindowRateLimiter(storage)
+
+
+def budget(tier: str, kind: str) -> list:
+    if tier not in TIERS:
+        return []  # unlimited
+    per_minute, per_day = TIERS[tier]
+    if kind == "submit":
+        return [RateLimitItemPerMinute(per_minute), RateLimitItemPerDay(per_day)]
+    return [RateLimitItemPerMinute(per_minute * READ_FACTOR)]
+
+
+def request_kind(request) -> str:
+    """'submit' for a request that creates a job, else 'read' (polls included)."""
+    if request.method != "POST" or not request.path.startswith(SUBMIT_PREFIXES):
+        return "read"
+    if request.path.startswith("/v1/generate-"):
+        try:
+            body = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return "submit"
+        if isinstance(body, dict) and "model" not in body and "request_id" in body:
+            return "read"
+    return "submit"
+
+
+def hit(key, kind: str) -> dict:
+    """Count one request of `key`; returns the rate-limit headers, or raises ApiError 429."""
+    items = budget(key.tier, kind)
+    if not items:
+        return {}
+    rl = limiter()
+    ident = ("pg", kind, str(key.public_id))
+    now = time.time()
+    allowed, tightest = True, None
+    for item in items:
+        allowed = rl.hit(item, *ident) and allowed
+        stats = rl.get_window_stats(item, *ident)
+        reset = max(0, int(stats.reset_time - now + 0.999))
+        window = (stats.remaining, reset, item.amount)
+        if tightest is None or window[0] < tightest[0]:
+            tightest = window
+    remaining, reset, limit = tightest
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset),
+    }
+    if not allowed:
+        headers["Retry-After"] = str(max(1, reset))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Rate limit reached for this key's {key.tier} tier; retry in {max(1, reset)} s.",
+            headers=headers,
+        )
+    return headers
