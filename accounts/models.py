@@ -27,6 +27,8 @@ class User(AbstractUser):
     username = None
     email = models.EmailField("email address", unique=True)
     tier = models.CharField(max_length=16, choices=TIERS, default="free")
+    # Web signup under mandatory verification: the signup grant waits for the first confirmation.
+    signup_grant_pending = models.BooleanField(default=False)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS = []
@@ -85,10 +87,7 @@ class ApiKey(models.Model):
 class KeyEvent(models.Model):
     """The audit log of API keys: what happened to which key, when, from where."""
 
-    KINDS = [
-        (k, k)
-        for k in ("created", "rotated", "revoked", "expired", "cap_reached", "updated", "deleted")
-    ]
+    KINDS = [(k, k) for k in ("created", "rotated", "revoked", "expired", "cap_reached", "updated")]
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="key_events")
     key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="events")
     key_prefix = models.CharField(max_length=12)

@@ -6,6 +6,8 @@ from django.dispatch import receiver
 
 from billing import ledger
 
+from .models import User
+
 SIGNUP_REASON = "signup grant"
 
 
@@ -21,9 +23,15 @@ def _on_signup(request, user, **kwargs):
         note_signup(request, user)
     if settings.ACCOUNT_EMAIL_VERIFICATION != "mandatory":
         give_signup_grant(user)
+    else:
+        User.objects.filter(pk=user.pk).update(signup_grant_pending=True)
 
 
 @receiver(email_confirmed)
 def _on_email_confirmed(request, email_address, **kwargs):
-    if settings.ACCOUNT_EMAIL_VERIFICATION == "mandatory":
-        give_signup_grant(email_address.user)
+    # Only a web signup's pending grant: operators' users and later email changes get nothing.
+    user = email_address.user
+    if User.objects.filter(pk=user.pk, signup_grant_pending=True).update(
+        signup_grant_pending=False
+    ):
+        give_signup_grant(user)

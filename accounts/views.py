@@ -127,7 +127,7 @@ def profile(request):
         "balance": ledger.fmt(balance),
         "available": ledger.fmt(available),
         "held": ledger.fmt(balance - available),
-        "active_keys": request.user.api_keys.filter(revoked_at__isnull=True).count(),
+        "active_keys": sum(key.status == "active" for key in request.user.api_keys.all()),
     }
     return render(request, "accounts/profile.html", context)
 

@@ -111,11 +111,13 @@ def period_start(period: str, now=None):
     return None
 
 
-def key_spend(key, since=None) -> Decimal:
+def key_spend(key, since=None, exclude=None) -> Decimal:
     """What a key's jobs cost since `since` (all time when None), open holds included."""
     from playground.models import Job
 
     jobs = Job.objects.filter(api_key=key)
+    if exclude is not None:
+        jobs = jobs.exclude(pk=exclude.pk)
     charged = jobs.filter(hold_open=False)
     if since is not None:
         charged = charged.filter(created__gte=since)
@@ -124,10 +126,12 @@ def key_spend(key, since=None) -> Decimal:
     return spent + held
 
 
-def key_cap_remaining(key) -> Decimal | None:
+def key_cap_remaining(key, exclude=None) -> Decimal | None:
+    """Room left under the key's cap (None: no cap); `exclude` a job whose hold is being placed."""
     if key is None or key.spend_cap is None:
         return None
-    return max(Decimal(0), key.spend_cap - key_spend(key, period_start(key.spend_cap_period)))
+    spent = key_spend(key, period_start(key.spend_cap_period), exclude=exclude)
+    return max(Decimal(0), key.spend_cap - spent)
 
 
 def hold(user, job, amount: Decimal, key=None) -> None:
@@ -138,7 +142,7 @@ def hold(user, job, amount: Decimal, key=None) -> None:
     """
     with transaction.atomic():
         account = _locked(user)
-        remaining = key_cap_remaining(key)
+        remaining = key_cap_remaining(key, exclude=job)
         if remaining is not None and remaining < amount:
             raise KeySpendCapReached(amount, remaining)
         if account.available < amount:

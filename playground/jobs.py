@@ -60,15 +60,18 @@ def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
 def note_cap_reached(key) -> None:
     """Audit a refused submit once per cap window."""
     from accounts.keys import record
+    from accounts.models import ApiKey
 
     since = ledger.period_start(key.spend_cap_period)
-    events = key.events.filter(kind="cap_reached")
-    if since is not None:
-        events = events.filter(created__gte=since)
-    if not events.exists():
-        record(
-            key, "cap_reached", f"cap {ledger.fmt(key.spend_cap)} {key.spend_cap_period or 'total'}"
-        )
+    with transaction.atomic():
+        # The key row lock makes check-then-insert safe against simultaneous refusals.
+        ApiKey.objects.select_for_update().filter(pk=key.pk).first()
+        events = key.events.filter(kind="cap_reached")
+        if since is not None:
+            events = events.filter(created__gte=since)
+        if not events.exists():
+            period = key.spend_cap_period or "total"
+            record(key, "cap_reached", f"cap {ledger.fmt(key.spend_cap)} {period}")
 
 
 def _enqueue_or_fail(job: Job) -> None:

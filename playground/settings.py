@@ -184,6 +184,8 @@ ACCOUNT_EMAIL_VERIFICATION = (
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_CHANGE_EMAIL = True
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+# Email and password changes need a recent authentication (a fresh login counts: the adapter).
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Playground] "
 ACCOUNT_REAUTHENTICATION_TIMEOUT = envint("PLAYGROUND_SUDO_SECONDS", 300)
 # Brute force: allauth's limits (in the cache: Redis in services mode) plus a lockout.
