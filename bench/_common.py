@@ -15,6 +15,7 @@ from tests.live import services_available, start_site  # noqa: E402
 MODEL = "trigram-pydoc"
 PROMPT = "The for statement is used to iterate over"
 MODES = ("embedded", "services")
+_redis_in_use: set[str] = set()
 
 
 def modes_for(arg: str) -> list[str]:
@@ -34,9 +35,21 @@ class Site:
     def __init__(self, mode: str, credits: str = "100000", workers: int = 1, extra_env=None):
         self.mode = mode
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{mode}-")
-        self.live = start_site(
-            Path(self._tmp.name), services=mode == "services", workers=workers, extra_env=extra_env
-        )
+        for _ in range(5):
+            self.live = start_site(
+                Path(self._tmp.name),
+                services=mode == "services",
+                workers=workers,
+                extra_env=extra_env,
+            )
+            # tests/live.py draws a random Redis db (1-15): two services sites of one bench run
+            # on the same db would take each other's jobs, so draw again.
+            redis_url = self.live.env.get("REDIS_URL")
+            if redis_url is None or redis_url not in _redis_in_use:
+                break
+            self.live.stop()
+        if redis_url is not None:
+            _redis_in_use.add(redis_url)
         try:
             email = f"bench-{secrets.token_hex(4)}@example.com"
             self.key = self.live.user_with_key(email, credits)
@@ -92,6 +105,7 @@ class Site:
         live = getattr(self, "live", None)
         if live is not None:
             live.stop()
+            _redis_in_use.discard(live.env.get("REDIS_URL"))
         self._tmp.cleanup()
 
 
@@ -123,16 +137,16 @@ def fmt_ms(value: float | None) -> str:
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(
-        h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))
-    )
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print(
-            "  ".join(
-                str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
+
+    def line(cells) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
+
+    print(line(header))
+    print("-" * len(line(header)))
+    for row in rows:
+        print(line(row))

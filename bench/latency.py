@@ -19,6 +19,7 @@ short rounds, so machine noise hits both alike; ratios services/embedded are pri
 import argparse
 import asyncio
 import json
+import random
 import socket
 import sys
 import time
@@ -41,6 +42,7 @@ METRICS = [
     ("running", "`status running` event"),
     ("delta", "first `delta` event"),
     ("success", "`result` event (success)"),
+    ("join", "POST answered → first event"),
     ("wait", "wait_for_result: true"),
 ]
 STAGES = [
@@ -67,8 +69,16 @@ async def preconnected_socket(site: Site) -> socket.socket:
     return sock
 
 
+JOB_TIMEOUT = 30.0  # seconds: a job that never finishes fails the bench instead of hanging it
+
+
 async def ws_job(site: Site, client: httpx.AsyncClient, tokens: int) -> dict:
     """One job over the websocket; times in ms from the moment the POST is sent."""
+    async with asyncio.timeout(JOB_TIMEOUT):
+        return await _ws_job(site, client, tokens)
+
+
+async def _ws_job(site: Site, client: httpx.AsyncClient, tokens: int) -> dict:
     sock = await preconnected_socket(site)
     t0_wall = time.time()
     t0 = time.perf_counter()
@@ -103,6 +113,7 @@ async def ws_job(site: Site, client: httpx.AsyncClient, tokens: int) -> dict:
                 break
     if "success" not in rec:
         raise RuntimeError(f"job {rid}: no result event ({rec})")
+    rec["join"] = rec["first"] - rec["submit"]
     return rec
 
 
@@ -141,7 +152,7 @@ async def run(args) -> int:
             sites[mode] = Site(mode)
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
         clients = {
-            m: httpx.AsyncClient(base_url=s.base_url, timeout=120, limits=limits)
+            m: httpx.AsyncClient(base_url=s.base_url, timeout=JOB_TIMEOUT, limits=limits)
             for m, s in sites.items()
         }
         ws_records: dict[str, list[dict]] = {m: [] for m in sites}
@@ -158,10 +169,10 @@ async def run(args) -> int:
             for mode, site in sites.items():
                 for _ in range(n):
                     ws_records[mode].append(await ws_job(site, clients[mode], args.tokens))
-                    await asyncio.sleep(args.pause)
+                    await asyncio.sleep(random.uniform(0, 2 * args.pause))
                 for _ in range(n):
                     wait_records[mode].append(await wait_job(site, clients[mode], args.tokens))
-                    await asyncio.sleep(args.pause)
+                    await asyncio.sleep(random.uniform(0, 2 * args.pause))
             done += n
             print(f"  {done}/{args.jobs} jobs per mode and kind", end="\r", flush=True)
         print(f"\nmeasured in {time.monotonic() - started:.1f} s", flush=True)
@@ -244,7 +255,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=16, help="max_tokens of each job")
     parser.add_argument("--warmup", type=int, default=6, help="warm-up jobs per mode and kind")
     parser.add_argument("--round", type=int, default=10, help="jobs per mode before switching")
-    parser.add_argument("--pause", type=float, default=0.01, help="seconds between jobs")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.05,
+        help="mean seconds between jobs (uniform 0..2×): a fixed pause would lock the jobs "
+        "to the phase of any periodic timer in the server",
+    )
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 
