@@ -17,3 +17,5 @@ PLAYGROUND_EMBEDDED_WORKER = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 WHITENOISE_AUTOREFRESH = True
+# A name of its own, so a bench or a second checkout's run never shares the test database.
+DATABASES["default"]["TEST"] = {"NAME": "test_playground"}  # noqa: F405
