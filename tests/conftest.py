@@ -5,6 +5,8 @@ from accounts import keys
 from accounts.models import User
 from billing import ledger
 
+pytest_plugins = ["tests.fake_openai"]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():

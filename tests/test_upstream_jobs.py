@@ -7,7 +7,6 @@ from django.core.management import call_command
 
 from billing import ledger
 
-pytest_plugins = ["tests.fake_openai"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
