@@ -91,8 +91,19 @@ async def drain(site: Site, client: httpx.AsyncClient, timeout: float = 120) -> 
     raise RuntimeError(f"{site.mode}: jobs still pending or running after {timeout} s")
 
 
+# Each in-flight services-mode submit can leave a PostgreSQL connection open (see README):
+# more than this many in flight can exhaust the shared server's max_connections.
+SAFE_CONCURRENCY = 16
+
+
 async def run(args) -> int:
     modes = modes_for(args.mode)
+    if "services" in modes and args.concurrency > SAFE_CONCURRENCY and not args.force:
+        raise SystemExit(
+            f"--concurrency {args.concurrency} > {SAFE_CONCURRENCY} in services mode can exhaust "
+            "PostgreSQL's max_connections (shared with everyone on this machine); "
+            "add --force if that is what you want"
+        )
     sites: dict[str, Site] = {}
     try:
         for mode in modes:
@@ -188,6 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--round", type=float, default=1.0, help="seconds per round")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (services)")
+    parser.add_argument("--force", action="store_true", help="allow a risky --concurrency")
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 

@@ -24,7 +24,11 @@ SUBMIT_PREFIXES = ("/v1/generate-", "/v1/chat/completions", "/v1/completions", "
 @cache
 def limiter() -> FixedWindowRateLimiter:
     url = settings.REDIS_URL
-    storage = storage_from_string(url) if url else MemoryStorage()
+    storage = (
+        storage_from_string(url, key_prefix=f"{settings.REDIS_PREFIX}:limits")
+        if url
+        else MemoryStorage()
+    )
     return FixedWindowRateLimiter(storage)
 
 

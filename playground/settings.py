@@ -140,15 +140,22 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
+# Every Redis key (queue, cache, channel layer, rate limits) starts with this, so several sites
+# can share one Redis server (Redis pub/sub, unlike keys, ignores the db number).
+REDIS_PREFIX = env("PLAYGROUND_REDIS_PREFIX", "pg")
 if SERVICES_MODE:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
+        }
     }
     CHANNEL_LAYERS = {
         "default": {
             # The pub/sub layer: no BLPOP polling, no per-consumer socket timeouts to trip on.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL}], "prefix": f"{REDIS_PREFIX}:asgi"},
         }
     }
 else:
@@ -159,7 +166,9 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "pgmemory://localhost/"
 # pgmemory's worker waits for a put itself, so kombu must not sleep between polls. (On Redis,
 # polling_interval is BRPOP's timeout, and 0 would block a worker's shutdown forever.)
-CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {"polling_interval": 0}
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"global_keyprefix": f"{REDIS_PREFIX}:"} if REDIS_URL else {"polling_interval": 0}
+)
 PLAYGROUND_EMBEDDED_WORKER = envbool("PLAYGROUND_EMBEDDED_WORKER", default=not SERVICES_MODE)
 PLAYGROUND_EMBEDDED_CONCURRENCY = envint("PLAYGROUND_EMBEDDED_CONCURRENCY", 4)
 

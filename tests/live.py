@@ -136,6 +136,8 @@ def start_site(
         db_number = 1 + secrets.randbelow(15)
         env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         env["REDIS_URL"] = f"{REDIS_BASE}/{db_number}"
+        # Its own key prefix: two sites on one Redis never take each other's jobs.
+        env["PLAYGROUND_REDIS_PREFIX"] = "pgtest" + secrets.token_hex(4)
         redis.Redis.from_url(env["REDIS_URL"]).flushdb()
 
         def drop():
