@@ -86,9 +86,13 @@ async def _ws_job(site: Site, client: httpx.AsyncClient, tokens: int) -> dict:
     def ms() -> float:
         return (time.perf_counter() - t0) * 1000
 
-    r = await client.post("/v1/generate-text", json=body(tokens), headers=site.headers)
+    try:
+        r = await client.post("/v1/generate-text", json=body(tokens), headers=site.headers)
+        r.raise_for_status()
+    except BaseException:
+        sock.close()
+        raise
     rec = {"submit": ms(), "t0_wall": t0_wall}
-    r.raise_for_status()
     rid = r.json()["request_id"]
     rec["request_id"] = rid
     uri = f"{site.ws_url}/ws/jobs/{rid}/"
@@ -111,8 +115,8 @@ async def _ws_job(site: Site, client: httpx.AsyncClient, tokens: int) -> dict:
                 rec["success"] = now
                 rec["result_status"] = msg["job"]["status"]
                 break
-    if "success" not in rec:
-        raise RuntimeError(f"job {rid}: no result event ({rec})")
+    if "success" not in rec or rec.get("result_status", "success") != "success":
+        raise RuntimeError(f"job {rid}: no successful result event ({rec})")
     rec["join"] = rec["first"] - rec["submit"]
     return rec
 

@@ -88,7 +88,11 @@ async def drain(site: Site, client: httpx.AsyncClient, timeout: float = 120) -> 
         if not busy:
             return time.perf_counter() - start
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"{site.mode}: jobs still pending or running after {timeout} s")
+    raise RuntimeError(
+        f"{site.mode}: jobs still pending or running after {timeout} s; if another site or test "
+        f"run used the same Redis db ({site.live.env.get('REDIS_URL')}) it took the jobs: "
+        "run again (see README, Caveats)"
+    )
 
 
 # Each in-flight services-mode submit can leave a PostgreSQL connection open (see README):

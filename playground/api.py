@@ -159,6 +159,7 @@ def _refresh(job: Job) -> tuple[Job, dict]:
 async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
     """Wait for the job's result event (or the timeout); returns the job and its document."""
     layer = get_channel_layer()
+    await events.keep_listening(layer)
     channel = await layer.new_channel()
     group = events.group_name(job.request_id)
     await layer.group_add(group, channel)

@@ -50,6 +50,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             return
         request_id = self.scope["url_route"]["kwargs"]["request_id"]
         self.group = events.group_name(request_id)
+        await events.keep_listening(self.channel_layer)
         # Join before reading the snapshot: nothing published in between is lost.
         await self.channel_layer.group_add(self.group, self.channel_name)
         try:

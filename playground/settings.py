@@ -125,7 +125,13 @@ TEMPLATES = [
 ]
 
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A pool per process: under ASGI each request runs in its own thread, so persistent
+        # connections (CONN_MAX_AGE) would be one new connection per request.
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {"min_size": 1, "max_size": envint("PLAYGROUND_DB_POOL_SIZE", 10)}
+        }
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -169,6 +175,8 @@ CELERY_BROKER_URL = REDIS_URL or "pgmemory://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {"global_keyprefix": f"{REDIS_PREFIX}:"} if REDIS_URL else {"polling_interval": 0}
 )
+# Celery's Django fixup closes the database connection after every task unless told otherwise.
+CELERY_DB_REUSE_MAX = 1000
 PLAYGROUND_EMBEDDED_WORKER = envbool("PLAYGROUND_EMBEDDED_WORKER", default=not SERVICES_MODE)
 PLAYGROUND_EMBEDDED_CONCURRENCY = envint("PLAYGROUND_EMBEDDED_CONCURRENCY", 4)
 

@@ -19,3 +19,5 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 WHITENOISE_AUTOREFRESH = True
 # A name of its own, so a bench or a second checkout's run never shares the test database.
 DATABASES["default"]["TEST"] = {"NAME": "test_playground"}  # noqa: F405
+# pytest-django's database setup and teardown want plain connections, not the pool.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405

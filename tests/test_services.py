@@ -378,7 +378,7 @@ async def test_500_websockets_disconnecting_at_once_leave_no_subscriptions(site)
 
     with worker_stopped(site) as worker:
         request_id = submit_ok(site, key)
-        group_channel = f"asgi__group__job_{request_id}"
+        group_channel = f"{site.env['PLAYGROUND_REDIS_PREFIX']}:asgi__group__job_{request_id}"
         baseline = redis_subscriptions_of(client, daphne.pid, redis_port)
 
         sockets = []

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 from channels.layers import get_channel_layer
 from django.core.cache import cache
@@ -34,10 +35,6 @@ def cancel_key(request_id) -> str:
 
 def live_state(request_id) -> dict | None:
     return cache.get(live_key(request_id))
-
-
-def set_live_state(request_id, state: dict) -> None:
-    cache.set(live_key(request_id), state, LIVE_TTL)
 
 
 def request_cancel(request_id) -> None:
@@ -71,20 +68,32 @@ class Publisher:
     async def _pump(self):
         layer = get_channel_layer()
         while True:
-            group, message = await self.queue.get()
-            try:
-                await layer.group_send(group, message)
-            except Exception:
-                log.exception("could not publish an event to %s", group)
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            # The newest live state of each job goes to the cache before the batch's events, in
+            # one round trip: a late subscriber's snapshot then never misses an event. Blocking
+            # here delays only publishing, never the generating thread.
+            states = {live_key(rid): state for _, _, (rid, state) in batch if state is not None}
+            if states:
+                try:
+                    cache.set_many(states, LIVE_TTL)
+                except Exception:
+                    log.exception("could not store live job state")
+            for group, message, _ in batch:
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    log.exception("could not publish an event to %s", group)
             with self.idle:
-                self.pending -= 1
+                self.pending -= len(batch)
                 if not self.pending:
                     self.idle.notify_all()
 
-    def send(self, group: str, message: dict) -> None:
+    def send(self, group: str, message: dict, live=(None, None)) -> None:
         with self.idle:
             self.pending += 1
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, message))
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, message, live))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event sent so far has been handed to the channel layer."""
@@ -112,8 +121,25 @@ def publisher() -> Publisher:
     return _publisher
 
 
-def publish(request_id, payload: dict, seq: int = 0) -> None:
-    publisher().send(group_name(request_id), {"type": "job.event", "seq": seq, "payload": payload})
+def publish(request_id, payload: dict, seq: int = 0, state: dict | None = None) -> None:
+    """Send an event to the job's group; `state` (the live state after it) is cached first."""
+    message = {"type": "job.event", "seq": seq, "payload": payload}
+    publisher().send(group_name(request_id), message, (request_id, state))
+
+
+_listening = weakref.WeakSet()
+
+
+async def keep_listening(layer) -> None:
+    """Hold one subscription per server loop for good.
+
+    channels_redis's pub/sub reader sleeps 0.1 s at a time while its process has no
+    subscription, so the first websocket after a quiet spell waited up to 100 ms for events.
+    """
+    loop = asyncio.get_running_loop()
+    if loop not in _listening:
+        _listening.add(loop)
+        await layer.new_channel("listening.")
 
 
 def publish_result(request_id, document: dict) -> None:

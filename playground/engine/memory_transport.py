@@ -31,6 +31,9 @@ class Channel(memory.Channel):
             return self._queue_for(queue).get(block=False)
         except Empty:
             pass
+        # Another queue of this worker has work: return at once so the cycle moves on to it.
+        if any(self._queue_for(q).qsize() for q in self._active_queues):
+            raise Empty()
         with _arrived:
             # Counting puts closes the gap between the failed get and the wait.
             if _puts == seen:

@@ -35,8 +35,7 @@ class JobEmitter:
         state = {"seq": self.seq, "progress": self.progress_value}
         if self.is_text:
             state["text"] = "".join(self.pieces)
-        events.set_live_state(self.job.request_id, state)
-        events.publish(self.job.request_id, payload, self.seq)
+        events.publish(self.job.request_id, payload, self.seq, state=state)
 
     def status(self, status: str) -> None:
         self._send({"type": "status", "status": status, "progress": self.progress_value})
