@@ -45,9 +45,13 @@ def keys(request):
             request.user, form.cleaned_data["name"], ip=_ip(request), **form.key_options()
         )
         form = NewKeyForm(user=request.user)
+    user_keys = list(request.user.api_keys.all())
+    spend = ledger.spend_by_key(user_keys)
+    for key in user_keys:
+        key.spend = ledger.fmt(spend.get(key.pk, 0))
     context = {
         "form": form,
-        "keys": request.user.api_keys.all(),
+        "keys": user_keys,
         "new_key": new_key,
         "events": request.user.key_events.all()[:20],
     }

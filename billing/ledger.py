@@ -126,6 +126,26 @@ def key_spend(key, since=None, exclude=None) -> Decimal:
     return spent + held
 
 
+def spend_by_key(keys) -> dict:
+    """{key pk: what its jobs cost, open holds included}, in one query."""
+    from django.db.models import Case, DecimalField, F, When
+
+    from playground.models import Job
+
+    amount = Case(
+        When(hold_open=True, then=F("hold_amount")),
+        default=F("cost"),
+        output_field=DecimalField(max_digits=20, decimal_places=6),
+    )
+    rows = (
+        Job.objects.filter(api_key__in=keys)
+        .values("api_key")
+        .annotate(total=Sum(amount))
+        .values_list("api_key", "total")
+    )
+    return {pk: total or Decimal(0) for pk, total in rows}
+
+
 def key_cap_remaining(key, exclude=None) -> Decimal | None:
     """Room left under the key's cap (None: no cap); `exclude` a job whose hold is being placed."""
     if key is None or key.spend_cap is None:

@@ -162,3 +162,15 @@ def test_keys_page_requires_login_and_csrf(alice):
 def test_static_assets_are_served(client):
     assert client.get("/static/css/site.css").status_code == 200
     assert client.get("/static/js/jobs.js").status_code == 200
+
+
+def test_keys_list_shows_each_keys_spend(client, api, alice_with_credits):
+    key, raw = keys.create_key(alice_with_credits, "spender", tier="unlimited")
+    keys.create_key(alice_with_credits, "idle")
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 5, "wait_for_result": True}
+    cost = api.post("/v1/generate-text", body, key=raw).json()["cost"]
+    sudo_login(client, alice_with_credits)
+    rows = re.findall(r"<tr>.*?</tr>", client.get("/keys/").content.decode(), re.S)
+    spender = next(r for r in rows if "spender" in r)
+    idle = next(r for r in rows if "idle" in r and "spender" not in r)
+    assert f"<td>{cost}" in spender and "<td>0" in idle
