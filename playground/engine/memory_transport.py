@@ -11,7 +11,9 @@ from queue import Empty
 
 from kombu.transport import memory
 
-BLOCK_SECONDS = 0.5
+# Short: a put always wakes the worker at once; this only bounds a wait nobody signals (the
+# worker also waits here while its prefetch limit keeps it from taking the next message).
+BLOCK_SECONDS = 0.05
 _arrived = threading.Condition()
 _puts = 0
 
