@@ -40,9 +40,9 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
+    from django.db import connections
 
-    settings.DATABASES["default"]["TEST"] = {"NAME": "bench_keyauth"}
+    connections["default"].settings_dict["TEST"]["NAME"] = "bench_keyauth"
     from django.db import connection
     from django.test.utils import (
         CaptureQueriesContext,
