@@ -3,7 +3,10 @@ from django.urls import include, path, re_path
 
 from accounts import views as account_views
 
-from . import views
+from . import (
+    openai_api,  # noqa: F401  (registers the OpenAI-compatible routes on `api`)
+    views,
+)
 from .api import api
 
 urlpatterns = [

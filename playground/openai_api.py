@@ -1,0 +1,232 @@
+"""OpenAI-compatible endpoints (CONTRACT §5): chat and text completions, run as jobs on the engine.
+
+A response's `id` is the job's `request_id`; `usage` carries `cost`. With `stream: true` the
+answer is server-sent events relayed from the job's events, `data: [DONE]` last.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import JsonResponse, StreamingHttpResponse
+
+from billing import ledger
+
+from . import catalogue, jobs
+from .api import api, bearer, check_model_allowed, parse_body, wait_until_done
+from .engine import events
+from .errors import ApiError
+from .models import Job
+
+# OpenAI parameters accepted and ignored: they do not change what our models do.
+IGNORED = {"user", "presence_penalty", "frequency_penalty", "logprobs", "store", "metadata"}
+STATUS_FOR_CODE = {"upstream_error": 502, "upstream_timeout": 504, "engine_unavailable": 503}
+
+
+def _params(data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
+    """(model, job params, stream, include_usage) from an OpenAI-style body."""
+    data = {k: v for k, v in data.items() if k not in IGNORED}
+    stream = data.pop("stream", False)
+    options = data.pop("stream_options", None) or {}
+    if not isinstance(stream, bool):
+        raise ApiError(400, "invalid_parameter", "stream must be a boolean.", "stream")
+    if not isinstance(options, dict):
+        raise ApiError(
+            400, "invalid_parameter", "stream_options must be an object.", "stream_options"
+        )
+    n = data.pop("n", 1)
+    if n != 1:
+        raise ApiError(400, "invalid_parameter", "Only n=1 is supported.", "n")
+    if "max_completion_tokens" in data:
+        data["max_tokens"] = data.pop("max_completion_tokens")
+    model_id = data.pop("model", None)
+    if not isinstance(model_id, str) or not model_id:
+        raise ApiError(400, "invalid_parameter", "model is required.", "model")
+    model = catalogue.get_model(model_id)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    if model.modality != "text":
+        raise ApiError(400, "wrong_modality", f"{model_id} is not a text model.", "model")
+    if chat and "messages" not in data:
+        raise ApiError(400, "invalid_parameter", "messages is required.", "messages")
+    if not chat:
+        if "messages" in data:
+            raise ApiError(400, "invalid_parameter", "use prompt, not messages.", "messages")
+        if isinstance(data.get("prompt"), list):
+            if len(data["prompt"]) != 1:
+                raise ApiError(400, "invalid_parameter", "One prompt per request.", "prompt")
+            data["prompt"] = data["prompt"][0]
+    return model, data, stream, bool(options.get("include_usage"))
+
+
+def _submit(key, data: dict, chat: bool):
+    model, data, stream, include_usage = _params(data, chat)
+    check_model_allowed(key, model.slug)
+    params = jobs.validate_params(model, data)
+    return jobs.submit_job(key.user, model, params, api_key=key), stream, include_usage
+
+
+def _usage(job: Job) -> dict:
+    usage = {k: job.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return {**usage, "cost": ledger.fmt(job.cost or 0)}
+
+
+def _raise_if_failed(job: Job) -> None:
+    if job.status == Job.FAILED:
+        status = STATUS_FOR_CODE.get(job.error_code, 500)
+        raise ApiError(status, job.error_code or "internal_error", job.error_message)
+    if job.status == Job.CANCELED:
+        raise ApiError(409, "canceled", "The request was canceled.")
+
+
+def _completion(job: Job, chat: bool) -> dict:
+    text = job.output.get("text", "")
+    finish = job.output.get("finish_reason", "stop")
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None}
+    return {
+        "id": str(job.request_id),
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(job.created.timestamp()),
+        "model": job.model_slug,
+        "choices": [{**choice, "finish_reason": finish}],
+        "usage": _usage(job),
+    }
+
+
+def _chunk(job: Job, chat: bool, text: str | None, finish: str | None, first=False) -> dict:
+    if chat:
+        delta = {"role": "assistant", "content": text or ""} if first else {}
+        if text and not first:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+    return {
+        "id": str(job.request_id),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(job.created.timestamp()),
+        "model": job.model_slug,
+        "choices": [choice],
+    }
+
+
+def _sse(payload) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def _stream(job: Job, chat: bool, include_usage: bool):
+    """Relay the job's events as SSE; a client that goes away cancels the job."""
+    layer = get_channel_layer()
+    await events.keep_listening(layer)
+    channel = await layer.new_channel()
+    group = events.group_name(job.request_id)
+    await layer.group_add(group, channel)
+    receiver = None
+    finished = False
+    try:
+        # As the websocket does: join first, then the snapshot and its sequence number.
+        job, seq, text = await sync_to_async(_snapshot)(job)
+        yield _sse(_chunk(job, chat, text, None, first=True))
+        deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
+        while not job.is_terminal:
+            receiver = asyncio.ensure_future(layer.receive(channel))
+            left = deadline - time.monotonic()
+            done, _ = await asyncio.wait({receiver}, timeout=max(0.1, min(left, 5.0)))
+            if not done:
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiver
+                receiver = None
+                job = await sync_to_async(_reload)(job)
+                if time.monotonic() > deadline:
+                    break
+                continue
+            message, receiver = receiver.result(), None
+            payload = message.get("payload", {})
+            if message.get("seq", 0) <= seq:
+                continue
+            seq = message["seq"]
+            if payload.get("type") == "delta":
+                yield _sse(_chunk(job, chat, payload["text"], None))
+            elif payload.get("type") == "result":
+                job = await sync_to_async(_reload)(job)
+        if job.status == Job.SUCCESS:
+            finish = job.output.get("finish_reason", "stop")
+            yield _sse(_chunk(job, chat, None, finish))
+            if include_usage:
+                last = _chunk(job, chat, None, None)
+                last["choices"], last["usage"] = [], _usage(job)
+                yield _sse(last)
+        else:
+            error = {"code": job.error_code or job.status, "message": job.error_message}
+            yield _sse({"error": {**error, "type": "api_error", "param": None}})
+        yield b"data: [DONE]\n\n"
+        finished = True
+    finally:
+        if not finished:
+            # The client went away mid-stream: stop the work.
+            await sync_to_async(_cancel)(job)
+        await layer.group_discard(group, channel)
+        if receiver is None:
+            receiver = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+
+
+def _snapshot(job: Job) -> tuple[Job, int, str]:
+    job.refresh_from_db()
+    if job.is_terminal:
+        return job, 2**62, job.output.get("text", "")
+    live = events.live_state(job.request_id) or {}
+    return job, live.get("seq", 0), live.get("text", "")
+
+
+def _reload(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
+
+
+def _cancel(job: Job) -> None:
+    jobs.cancel_job(job)
+
+
+def _view(chat: bool):
+    async def view(request):
+        data = parse_body(request)
+        job, stream, include_usage = await sync_to_async(_submit)(request.api_key, data, chat)
+        if stream:
+            response = StreamingHttpResponse(
+                _stream(job, chat, include_usage), content_type="text/event-stream"
+            )
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"
+            return response
+        job, _ = await wait_until_done(job, settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60)
+        await sync_to_async(_raise_if_failed)(job)
+        return JsonResponse(_completion(job, chat))
+
+    view.__name__ = "chat_completions" if chat else "completions"
+    return view
+
+
+api.post(
+    "/chat/completions",
+    auth=bearer,
+    tags=["openai"],
+    summary="Chat completion (OpenAI-compatible)",
+)(_view(chat=True))
+api.post(
+    "/completions",
+    auth=bearer,
+    tags=["openai"],
+    summary="Text completion (OpenAI-compatible)",
+)(_view(chat=False))

@@ -1,0 +1,169 @@
+"""The OpenAI-compatible endpoints (CONTRACT §5) with the official openai SDK, black-box."""
+
+import time
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from tests.fake_openai import FakeOpenAI
+from tests.live import start_site
+
+MODEL = "trigram-pydoc"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    site = start_site(tmp_path_factory.mktemp("openai-site"))
+    site.key = site.user_with_key("sdk@example.com", "50")
+    site.poor_key = site.user_with_key("poor@example.com", "0")
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_upstream(site):
+    fake = FakeOpenAI().start()
+    fake.chunks = ["Once", " upon", " a", " time", ",", " slowly", "."]
+    fake.chunk_delay = 0.3
+    site.manage(
+        "models",
+        "add-openai",
+        "slow",
+        "--base-url",
+        fake.base_url,
+        "--per-1k-input",
+        "1",
+        "--per-1k-output",
+        "1",
+    )
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def client(site):
+    return openai.OpenAI(base_url=site.base_url + "/v1", api_key=site.key, max_retries=0)
+
+
+def request_doc(site, request_id):
+    headers = {"Authorization": f"Bearer {site.key}"}
+    return httpx.get(f"{site.base_url}/v1/requests/{request_id}", headers=headers).json()
+
+
+def test_chat_completion(site, client):
+    messages = [{"role": "user", "content": "What is a class?"}]
+    r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, seed=7)
+    assert r.object == "chat.completion" and r.model == MODEL
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 12
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    doc = request_doc(site, r.id)  # the id is the job's request_id
+    assert doc["status"] == "success" and doc["text"] == r.choices[0].message.content
+    assert Decimal(r.usage.model_extra["cost"]) == Decimal(doc["cost"]) > 0
+
+
+def test_same_seed_same_text(client):
+    kwargs = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}
+    first = client.chat.completions.create(seed=3, **kwargs).choices[0].message.content
+    assert client.chat.completions.create(seed=3, **kwargs).choices[0].message.content == first
+
+
+def test_chat_stream_with_usage(site, client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me about modules"}],
+        max_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert all(c.id == chunks[0].id for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] in ("stop", "length") and not any(finishes[:-1])
+    usage = chunks[-1]
+    assert usage.choices == [] and usage.usage.completion_tokens <= 20
+    doc = request_doc(site, chunks[0].id)
+    assert doc["text"] == text
+    assert usage.usage.model_extra["cost"] == doc["cost"]
+
+
+def test_stream_headers_and_done(site):
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 3,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {site.key}"}
+    with httpx.stream(
+        "POST", f"{site.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-accel-buffering"] == "no"
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert all(line.startswith("data: ") for line in lines)
+
+
+def test_text_completion(client):
+    r = client.completions.create(model=MODEL, prompt="The class", max_tokens=8)
+    assert r.object == "text_completion" and r.choices[0].text
+    assert r.usage.completion_tokens <= 8
+
+
+def test_models_list_and_errors(site, client):
+    assert MODEL in [m.id for m in client.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "x"}])
+    assert info.value.body["param"] == "messages.0.role"
+    bad = openai.OpenAI(base_url=site.base_url + "/v1", api_key="pgk_" + "x" * 43, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    poor = openai.OpenAI(base_url=site.base_url + "/v1", api_key=site.poor_key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as info:
+        poor.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 402 and info.value.body["code"] == "insufficient_credits"
+
+
+def test_completions_are_jobs_in_history(site, client):
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2
+    )
+    headers = {"Authorization": f"Bearer {site.key}"}
+    listing = httpx.get(f"{site.base_url}/v1/requests?limit=100", headers=headers).json()
+    assert r.id in [d["request_id"] for d in listing["data"]]
+
+
+def test_upstream_stream_relayed_live(site, client, slow_upstream):
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="slow", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    arrivals = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append((time.monotonic() - started, chunk.choices[0].delta.content))
+    assert "".join(t for _, t in arrivals) == "Once upon a time, slowly."
+    # Tokens arrive as the upstream sends them, not all at the end.
+    assert arrivals[-1][0] - arrivals[0][0] > 1.0
+
+
+def test_client_disconnect_cancels_the_job(site, client, slow_upstream):
+    stream = client.chat.completions.create(
+        model="slow", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    first = next(iter(stream))
+    stream.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        doc = request_doc(site, first.id)
+        if doc["status"] not in ("pending", "running"):
+            break
+        time.sleep(0.2)
+    assert doc["status"] == "canceled"
