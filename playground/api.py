@@ -18,7 +18,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from billing import ledger
 
-from . import catalogue, jobs, pricing
+from . import catalogue, idempotency, jobs, pricing
 from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
@@ -124,8 +124,13 @@ def get_model(request, model_id: str):
     return model_document(model)
 
 
-def _submit_or_poll(key, modality: str, data: dict) -> tuple[Job, bool, bool]:
-    """(job, submitted, wait): a submit creates a job; a body with only request_id polls it."""
+def _submit_or_poll(
+    key, modality: str, data: dict, idempotency_key: str | None = None
+) -> tuple[Job, bool, bool]:
+    """(job, submitted, wait): a submit creates a job; a body with only request_id polls it.
+
+    A repeated submit with the same Idempotency-Key and body gives the first job, not submitted.
+    """
     wait = data.get("wait_for_result", False)
     if not isinstance(wait, bool):
         raise ApiError(
@@ -148,7 +153,14 @@ def _submit_or_poll(key, modality: str, data: dict) -> tuple[Job, bool, bool]:
             "model",
         )
     params = jobs.validate_params(model, {k: v for k, v in data.items() if k not in ENVELOPE})
-    return jobs.submit_job(key.user, model, params, api_key=key), True, wait
+    if idempotency_key is None:
+        return jobs.submit_job(key.user, model, params, api_key=key), True, wait
+
+    def submit(claim):
+        return jobs.submit_job(key.user, model, params, api_key=key, within=claim)
+
+    job, created = idempotency.submit_once(key.user, idempotency_key, data, submit)
+    return job, created, wait
 
 
 def _refresh(job: Job) -> tuple[Job, dict]:
@@ -197,7 +209,12 @@ async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
 def _generate_view(modality: str):
     async def generate(request):
         data = parse_body(request)
-        job, submitted, wait = await sync_to_async(_submit_or_poll)(request.api_key, modality, data)
+        idem = request.headers.get("Idempotency-Key")
+        if idem is not None:
+            idem = idempotency.check_key(idem.strip())
+        job, submitted, wait = await sync_to_async(_submit_or_poll)(
+            request.api_key, modality, data, idem
+        )
         if wait:
             job, doc = await wait_until_done(job, settings.PLAYGROUND_WAIT_SECONDS)
             return JsonResponse(doc, status=200 if job.is_terminal else 202)

@@ -27,8 +27,11 @@ def validate_params(model: AIModel, data: dict) -> dict:
     return params.model_dump(mode="json")
 
 
-def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
-    """Create a job, hold its worst-case cost and queue it once the transaction commits."""
+def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) -> Job:
+    """Create a job, hold its worst-case cost and queue it once the transaction commits.
+
+    `within(job)`, if given, runs inside the job's transaction (e.g. claiming an idempotency key).
+    """
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
     try:
         with transaction.atomic():
@@ -44,6 +47,8 @@ def submit_job(user, model: AIModel, params: dict, api_key=None) -> Job:
             )
             if hold > 0:
                 ledger.hold(user, job, hold, key=api_key)
+            if within is not None:
+                within(job)
             transaction.on_commit(lambda: _enqueue_or_fail(job))
     except ledger.InsufficientCredits as exc:
         raise ApiError(402, "insufficient_credits", str(exc)) from None

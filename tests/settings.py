@@ -5,6 +5,8 @@ real thing; the in-process engine, channel layer and cache stay in memory. Black
 tests/live.py start real servers with playground.settings instead.
 """
 
+import hashlib
+
 from playground.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -17,7 +19,8 @@ PLAYGROUND_EMBEDDED_WORKER = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 WHITENOISE_AUTOREFRESH = True
-# A name of its own, so a bench or a second checkout's run never shares the test database.
-DATABASES["default"]["TEST"] = {"NAME": "test_playground"}  # noqa: F405
+# A name per checkout, so a bench or a second checkout's run never shares the test database.
+_checkout = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:8]  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": f"test_playground_{_checkout}"}  # noqa: F405
 # pytest-django's database setup and teardown want plain connections, not the pool.
 DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
