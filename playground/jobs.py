@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
@@ -140,14 +141,24 @@ def queue_position(job: Job) -> int:
     return Job.objects.filter(status=Job.PENDING, created__lt=job.created).count()
 
 
-def cancel_job(job: Job) -> Job:
-    """Cancel a pending or running job: hold released, nothing charged; finished jobs unchanged."""
+def cancel_job(job: Job, delivered: dict | None = None) -> Job:
+    """Cancel a pending or running job: hold released, nothing charged; finished jobs unchanged.
+
+    `delivered` is the usage of output already sent to a client whose stream was cut: that,
+    and no more, is charged (CONTRACT §8).
+    """
+    cost = Decimal(0)
+    if delivered and job.model is not None and job.hold_open:
+        cost = min(pricing.charge(job.model, delivered), job.hold_amount)
     with transaction.atomic():
         changed = Job.objects.filter(pk=job.pk, status__in=[Job.PENDING, Job.RUNNING]).update(
-            status=Job.CANCELED, finished_at=timezone.now(), cost=0
+            status=Job.CANCELED,
+            finished_at=timezone.now(),
+            cost=cost,
+            usage=delivered if cost else {},
         )
         if changed:
-            ledger.settle(job, None)
+            ledger.settle(job, cost)
     job.refresh_from_db()
     if changed:
         events.request_cancel(job.request_id)

@@ -18,7 +18,7 @@ from billing import ledger
 
 from . import catalogue, jobs
 from .api import api, bearer, check_model_allowed, parse_body, wait_until_done
-from .engine import events
+from .engine import events, registry
 from .errors import ApiError
 from .models import Job
 
@@ -130,9 +130,10 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
     await layer.group_add(group, channel)
     receiver = None
     finished = False
+    delivered = 0  # completion tokens sent to the client
     try:
         # As the websocket does: join first, then the snapshot and its sequence number.
-        job, seq, text = await sync_to_async(_snapshot)(job)
+        job, seq, text, delivered = await sync_to_async(_snapshot)(job)
         yield _sse(_chunk(job, chat, text, None, first=True))
         deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
         while not job.is_terminal:
@@ -155,6 +156,7 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
             seq = message["seq"]
             if payload.get("type") == "delta":
                 yield _sse(_chunk(job, chat, payload["text"], None))
+                delivered += 1
             elif payload.get("type") == "result":
                 job = await sync_to_async(_reload)(job)
         if job.status == Job.SUCCESS:
@@ -171,8 +173,8 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
         finished = True
     finally:
         if not finished:
-            # The client went away mid-stream: stop the work.
-            await sync_to_async(_cancel)(job)
+            # The client went away mid-stream: stop the work, charge what it was sent.
+            await sync_to_async(_cancel)(job, delivered)
         await layer.group_discard(group, channel)
         if receiver is None:
             receiver = asyncio.ensure_future(layer.receive(channel))
@@ -182,12 +184,13 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
             await receiver
 
 
-def _snapshot(job: Job) -> tuple[Job, int, str]:
+def _snapshot(job: Job) -> tuple[Job, int, str, int]:
+    """(job, seq, text so far, tokens so far) as the stream starts."""
     job.refresh_from_db()
     if job.is_terminal:
-        return job, 2**62, job.output.get("text", "")
+        return job, 2**62, job.output.get("text", ""), job.usage.get("completion_tokens", 0)
     live = events.live_state(job.request_id) or {}
-    return job, live.get("seq", 0), live.get("text", "")
+    return job, live.get("seq", 0), live.get("text", ""), live.get("tokens", 0)
 
 
 def _reload(job: Job) -> Job:
@@ -195,8 +198,16 @@ def _reload(job: Job) -> Job:
     return job
 
 
-def _cancel(job: Job) -> None:
-    jobs.cancel_job(job)
+def _cancel(job: Job, delivered_tokens: int) -> None:
+    usage = None
+    if delivered_tokens and job.model is not None:
+        prompt = registry.prompt_tokens_estimate(job.model, job.params)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": delivered_tokens,
+            "total_tokens": prompt + delivered_tokens,
+        }
+    jobs.cancel_job(job, delivered=usage)
 
 
 def _view(chat: bool):

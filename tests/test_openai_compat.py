@@ -154,16 +154,27 @@ def test_upstream_stream_relayed_live(site, client, slow_upstream):
     assert arrivals[-1][0] - arrivals[0][0] > 1.0
 
 
-def test_client_disconnect_cancels_the_job(site, client, slow_upstream):
+def test_client_disconnect_cancels_and_charges_only_what_was_sent(site, client, slow_upstream):
+    before = Decimal(site.manage("credits", "balance", "sdk@example.com").stdout)
     stream = client.chat.completions.create(
         model="slow", messages=[{"role": "user", "content": "hi"}], stream=True
     )
-    first = next(iter(stream))
+    received = ""
+    for chunk in stream:
+        received += chunk.choices[0].delta.content or ""
+        if received:
+            break
     stream.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        doc = request_doc(site, first.id)
+        doc = request_doc(site, chunk.id)
         if doc["status"] not in ("pending", "running"):
             break
         time.sleep(0.2)
     assert doc["status"] == "canceled"
+    sent = doc["usage"]["completion_tokens"]
+    assert 1 <= sent < len(slow_upstream.chunks)
+    # 1 prompt word and the pieces sent, at 1 credit per 1K tokens each; nothing for the rest.
+    assert Decimal(doc["cost"]) == Decimal(1 + sent) / 1000
+    after = Decimal(site.manage("credits", "balance", "sdk@example.com").stdout)
+    assert before - after == Decimal(doc["cost"])

@@ -39,6 +39,18 @@ def prompt_tokens_bound(model, params: dict) -> int:
     return len(text.encode()) + 8 * len(params.get("messages") or [])
 
 
+def prompt_tokens_estimate(model, params: dict) -> int:
+    """Input tokens to charge when the upstream never reported usage: exact for our own
+    tokenizer, a word count (an underestimate, never more) for upstreams."""
+    if model.backend == "trigram":
+        return prompt_tokens_bound(model, params)
+    if model.modality != "text":
+        return 0
+    if params.get("messages"):
+        return sum(len(m["content"].split()) for m in params["messages"])
+    return len((params.get("prompt") or "").split())
+
+
 def enqueue(job) -> None:
     from .tasks import run_job
 

@@ -35,6 +35,7 @@ class JobEmitter:
         state = {"seq": self.seq, "progress": self.progress_value}
         if self.is_text:
             state["text"] = "".join(self.pieces)
+            state["tokens"] = len(self.pieces)
         events.publish(self.job.request_id, payload, self.seq, state=state)
 
     def status(self, status: str) -> None:
