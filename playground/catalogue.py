@@ -21,6 +21,22 @@ BUILTIN = [
         "per_1k_output": Decimal("0.02"),
         "max_tokens_limit": 1024,
     },
+    {
+        "slug": "hash-embed",
+        "name": "Hashing embeddings (word and character n-grams)",
+        "description": (
+            "Built-in demo model. Deterministic 256-dimension text embeddings made by feature "
+            "hashing of words, word pairs and character 3-5-grams: the same text always gives "
+            "the same vector, and texts sharing words and spellings are closer than unrelated "
+            "ones. Offline and instant; no learned semantics."
+        ),
+        "modality": "embedding",
+        "backend": "hashing",
+        "per_request": Decimal("0"),
+        "per_1k_input": Decimal("0.001"),
+        "per_1k_output": Decimal("0"),
+        "max_tokens_limit": 0,
+    },
 ]
 BUILTIN_SLUGS = {m["slug"] for m in BUILTIN}
 

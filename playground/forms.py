@@ -6,9 +6,9 @@ import re
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-TEXTAREAS = {"prompt", "negative_prompt"}
+TEXTAREAS = {"prompt", "negative_prompt", "input"}
 # Shown up front; every other parameter sits under "More parameters".
-MAIN = {"prompt", "negative_prompt", "image_url", "max_tokens", "temperature"}
+MAIN = {"prompt", "negative_prompt", "input", "image_url", "max_tokens", "temperature"}
 
 
 def _help_html(text: str) -> str:
@@ -76,6 +76,8 @@ def parse_form(schema: dict, data) -> dict:
                 params[name] = json.loads(raw)
             except ValueError:
                 params[name] = raw  # left to the schema to reject, naming the field
+        elif kind == "list" and name in TEXTAREAS:
+            params[name] = raw  # one text, commas and all
         elif kind == "list":
             params[name] = [part.strip() for part in raw.split(",") if part.strip()]
         else:

@@ -1,12 +1,14 @@
-"""OpenAI-compatible endpoints (CONTRACT §5): chat and text completions, run as jobs on the engine.
+"""OpenAI-compatible endpoints (CONTRACT §5): chat, completions and embeddings, run as jobs.
 
 A response's `id` is the job's `request_id`; `usage` carries `cost`. With `stream: true` the
 answer is server-sent events relayed from the job's events, `data: [DONE]` last.
 """
 
 import asyncio
+import base64
 import contextlib
 import json
+import struct
 import time
 
 from asgiref.sync import sync_to_async
@@ -241,3 +243,58 @@ api.post(
     tags=["openai"],
     summary="Text completion (OpenAI-compatible)",
 )(_view(chat=False))
+
+
+def _submit_embeddings(key, data: dict) -> Job:
+    data = {k: v for k, v in data.items() if k not in IGNORED}
+    model_id = data.pop("model", None)
+    if not isinstance(model_id, str) or not model_id:
+        raise ApiError(400, "invalid_parameter", "model is required.", "model")
+    model = catalogue.get_model(model_id)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    check_model_allowed(key, model.slug)
+    if model.modality != "embedding":
+        raise ApiError(400, "wrong_modality", f"{model_id} is not an embedding model.", "model")
+    params = jobs.validate_params(model, data)
+    return jobs.submit_job(key.user, model, params, api_key=key)
+
+
+def _encode(vector: list[float], encoding: str):
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def _embeddings_document(job: Job) -> dict:
+    encoding = job.params.get("encoding_format", "float")
+    vectors = job.output.get("embeddings", [])
+    prompt = job.usage.get("prompt_tokens", 0)
+    return {
+        "object": "list",
+        "id": str(job.request_id),
+        "model": job.model_slug,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
+            for i, v in enumerate(vectors)
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "total_tokens": job.usage.get("total_tokens", prompt),
+            "cost": ledger.fmt(job.cost or 0),
+        },
+    }
+
+
+@api.post(
+    "/embeddings",
+    auth=bearer,
+    tags=["openai"],
+    summary="Embeddings (OpenAI-compatible): a string or a list of strings",
+)
+async def embeddings(request):
+    data = parse_body(request)
+    job = await sync_to_async(_submit_embeddings)(request.api_key, data)
+    job, _ = await wait_until_done(job, settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60)
+    await sync_to_async(_raise_if_failed)(job)
+    return JsonResponse(_embeddings_document(job))

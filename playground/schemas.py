@@ -57,9 +57,34 @@ class TextParams(BaseModel):
         return self
 
 
+class EmbeddingParams(BaseModel):
+    """Parameters of an embedding model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | list[str] = Field(
+        description="A text, or a list of up to 2048 texts, to embed.",
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`float` lists, or `base64` of little-endian float32 (as OpenAI)."
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _input_list(cls, value):
+        values = [value] if isinstance(value, str) else value
+        if not 1 <= len(values) <= 2048:
+            raise ValueError("give 1 to 2048 texts")
+        if any(len(v) > 100_000 for v in values):
+            raise ValueError("each text is at most 100000 characters")
+        return values
+
+
 @cache
 def params_class(modality: str, max_tokens_limit: int) -> type[BaseModel]:
     """The parameter class of a model, with its own limits written into the schema."""
+    if modality == "embedding":
+        return EmbeddingParams
     if modality != "text":
         raise ValueError(f"no parameter schema for modality {modality!r}")
     return create_model(

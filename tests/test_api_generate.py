@@ -274,3 +274,10 @@ def test_body_over_limit_is_413(api, alice_key, settings):
 def test_money_in_json_is_decimal_strings(api, alice_key):
     body = submit(api, alice_key, max_tokens=2, wait_for_result=True).json()
     assert isinstance(body["cost"], str) and "e" not in body["cost"].lower()
+
+
+def test_embedding_model_on_generate_text_is_400(api, alice_key):
+    response = api.post("/v1/generate-text", {"model": "hash-embed", "input": "x"}, key=alice_key)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "model"
+    assert "/v1/embeddings" in response.json()["error"]["message"]

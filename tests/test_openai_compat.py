@@ -178,3 +178,62 @@ def test_client_disconnect_cancels_and_charges_only_what_was_sent(site, client, 
     assert Decimal(doc["cost"]) == Decimal(1 + sent) / 1000
     after = Decimal(site.manage("credits", "balance", "sdk@example.com").stdout)
     assert before - after == Decimal(doc["cost"])
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_embeddings_list_and_string(site, client):
+    texts = ["the cat sat on the mat", "a cat sat on a mat", "quarterly revenue grew ten percent"]
+    r = client.embeddings.create(model="hash-embed", input=texts, encoding_format="float")
+    vectors = [d.embedding for d in r.data]
+    assert [d.index for d in r.data] == [0, 1, 2] and len(vectors[0]) == 256
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+    single = client.embeddings.create(model="hash-embed", input=texts[0], encoding_format="float")
+    assert single.data[0].embedding == vectors[0]  # deterministic
+    assert r.usage.prompt_tokens == 6 + 6 + 5
+    doc = request_doc(site, r.model_extra["id"])
+    assert doc["status"] == "success" and r.usage.model_extra["cost"] == doc["cost"]
+
+
+def test_embeddings_base64_is_float32(client):
+    as_float = client.embeddings.create(model="hash-embed", input="x y", encoding_format="float")
+    # The SDK asks for base64 by default and decodes it as little-endian float32.
+    as_b64 = client.embeddings.create(model="hash-embed", input="x y")
+    for a, b in zip(as_float.data[0].embedding, as_b64.data[0].embedding, strict=True):
+        assert abs(a - b) < 1e-6
+
+
+def test_embeddings_errors(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model=MODEL, input="x")
+    assert info.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="hash-embed", messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="hash-embed", input=[])
+    assert info.value.body["param"] == "input"
+
+
+def test_upstream_embeddings_model(site, client):
+    fake = FakeOpenAI().start()
+    try:
+        site.manage(
+            "models",
+            "add-openai",
+            "up-embed",
+            "--base-url",
+            fake.base_url,
+            "--modality",
+            "embedding",
+            "--upstream-model",
+            "text-embedding-3-small",
+        )
+        r = client.embeddings.create(model="up-embed", input=["a", "b"], encoding_format="float")
+        assert len(r.data) == 2 and r.model == "up-embed"
+        assert fake.requests[-1].json["model"] == "text-embedding-3-small"
+    finally:
+        fake.close()

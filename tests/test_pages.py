@@ -174,3 +174,17 @@ def test_keys_list_shows_each_keys_spend(client, api, alice_with_credits):
     spender = next(r for r in rows if "spender" in r)
     idle = next(r for r in rows if "idle" in r and "spender" not in r)
     assert f"<td>{cost}" in spender and "<td>0" in idle
+
+
+def test_embedding_model_page_runs_one_text_with_commas(client, alice_with_credits):
+    html = client.get("/models/hash-embed/").content.decode()
+    assert 'name="input"' in html and "<textarea" in html and "/v1/embeddings" in html
+    client.force_login(alice_with_credits)
+    response = client.post(
+        "/models/hash-embed/run", {"input": "cats, dogs and mats"}, HTTP_HX_REQUEST="true"
+    )
+    job = Job.objects.get()
+    assert job.params["input"] == ["cats, dogs and mats"]
+    assert job.status == "success" and len(job.output["embeddings"][0]) == 256
+    assert "vector(s) of 256 numbers" in client.get(f"/jobs/{job.request_id}/").content.decode()
+    assert response.status_code == 200

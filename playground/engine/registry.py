@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from .base import Backend
+from .base import Backend, Canceled, Result
 
 
 def backend_for(model) -> Backend:
@@ -10,11 +10,29 @@ def backend_for(model) -> Backend:
         from .textgen import TrigramBackend
 
         return TrigramBackend(model.config)
+    if model.backend == "hashing":
+        from .embeddings import HashingEmbeddingBackend
+
+        return HashingEmbeddingBackend(model.config)
     if model.backend == "openai":
         from .openai_backend import OpenAIBackend
 
-        return OpenAIBackend({"timeout": settings.PLAYGROUND_UPSTREAM_TIMEOUT, **model.config})
+        backend = OpenAIBackend({"timeout": settings.PLAYGROUND_UPSTREAM_TIMEOUT, **model.config})
+        return UpstreamEmbeddings(backend) if model.modality == "embedding" else backend
     raise LookupError(f"unknown backend {model.backend!r}")
+
+
+class UpstreamEmbeddings:
+    """An OpenAI-compatible upstream's /embeddings as a backend."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def run(self, params: dict, emit) -> Result:
+        if emit.canceled():
+            raise Canceled()
+        vectors, usage = self.backend.embed(params["input"])
+        return Result(output={"embeddings": vectors}, usage=usage)
 
 
 def prompt_text(params: dict) -> str:
@@ -27,6 +45,12 @@ def prompt_text(params: dict) -> str:
 
 def prompt_tokens_bound(model, params: dict) -> int:
     """Input tokens for the hold: exact for our own tokenizer, an upper bound for upstreams."""
+    if model.modality == "embedding":
+        if model.backend == "hashing":
+            from .embeddings import tokenize
+
+            return sum(len(tokenize(t)) for t in params["input"])
+        return sum(len(t.encode()) for t in params["input"])
     if model.modality != "text":
         return 0
     text = prompt_text(params)
@@ -44,6 +68,8 @@ def prompt_tokens_estimate(model, params: dict) -> int:
     tokenizer, a word count (an underestimate, never more) for upstreams."""
     if model.backend == "trigram":
         return prompt_tokens_bound(model, params)
+    if model.modality == "embedding":
+        return prompt_tokens_bound(model, params) if model.backend == "hashing" else 0
     if model.modality != "text":
         return 0
     if params.get("messages"):

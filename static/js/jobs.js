@@ -25,10 +25,18 @@
     out.textContent = (out.textContent + text).replace(/^\s+/, "");
   }
 
+  function embeddingsSummary(vectors) {
+    var dims = vectors.length ? vectors[0].length : 0;
+    return vectors.length + " vector(s) of " + dims + " numbers\n" + vectors.map(function (v) {
+      return "[" + v.slice(0, 8).map(function (x) { return x.toFixed(4); }).join(", ") + ", …]";
+    }).join("\n");
+  }
+
   function render(panel, job) {
     setStatus(panel, job.status);
     setProgress(panel, job.progress);
     if (typeof job.text === "string") field(panel, "text").textContent = job.text.replace(/^\s+/, "");
+    if (Array.isArray(job.embeddings)) field(panel, "text").textContent = embeddingsSummary(job.embeddings);
     if (job.cost !== undefined) field(panel, "cost").textContent = job.cost + " credits";
     if (job.usage) {
       field(panel, "tokens").textContent =
