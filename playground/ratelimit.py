@@ -5,6 +5,7 @@ outcome. Headers report the window with the fewest requests remaining.
 """
 
 import json
+import math
 import time
 from functools import cache
 
@@ -67,7 +68,8 @@ def hit(key, kind: str) -> dict:
     for item in items:
         allowed = rl.hit(item, *ident) and allowed
         stats = rl.get_window_stats(item, *ident)
-        reset = max(0, int(stats.reset_time - now + 0.999))
+        # Whole seconds, rounded up but never past the window's own length.
+        reset = min(item.get_expiry(), max(0, math.ceil(stats.reset_time - now)))
         window = (stats.remaining, reset, item.amount)
         if tightest is None or window[0] < tightest[0]:
             tightest = window
