@@ -173,7 +173,7 @@ def hold(user, job, amount: Decimal, key=None) -> None:
         account.save(update_fields=["available", "held"])
 
 
-def settle(job, cost: Decimal | None) -> Decimal:
+def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
     """Close a job's hold: release it all, then capture `cost` (None or 0: nothing charged).
 
     The caller has just moved the job to a terminal state with a conditional UPDATE that matched,
@@ -188,7 +188,9 @@ def settle(job, cost: Decimal | None) -> Decimal:
             return Decimal(0)
         held = job.hold_amount
         charged = min(cost or Decimal(0), held)
-        LedgerEntry.objects.create(account=account, kind="release", amount=held, job=job)
+        LedgerEntry.objects.create(
+            account=account, kind="release", amount=held, job=job, reason=reason
+        )
         if charged:
             LedgerEntry.objects.create(account=account, kind="capture", amount=-charged, job=job)
         account.available += held - charged

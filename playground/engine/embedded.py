@@ -35,6 +35,9 @@ def start() -> None:
         threading.Thread(target=worker.start, daemon=True, name="embedded-worker").start()
         worker.ensure_started()
         _worker = worker
+        from . import reaper
+
+        reaper.start()
         log.info("embedded engine worker started (%s threads)", worker.concurrency)
 
 

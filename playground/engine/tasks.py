@@ -1,4 +1,5 @@
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 
 from . import runner
@@ -12,3 +13,10 @@ from . import runner
 )
 def run_job(job_id: int) -> None:
     runner.run_job(job_id)
+
+
+@worker_ready.connect
+def _start_reaper(**kwargs):
+    from . import reaper
+
+    reaper.start()
