@@ -6,12 +6,17 @@ import binascii
 import contextlib
 import json
 import logging
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db.models import Count, IntegerField, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.http import Http404, JsonResponse
+from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -318,4 +323,62 @@ def profile(request):
             "spend": ledger.fmt(spend),
             "spend_cap_remaining": None if remaining is None else ledger.fmt(remaining),
         },
+    }
+
+
+def _day(value: str | None, default, name: str):
+    if value is None:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be a date, YYYY-MM-DD.", name
+        ) from None
+
+
+@api.get("/usage", auth=bearer, tags=["account"], summary="Your usage per day and model")
+def usage(request, start: str | None = None, end: str | None = None):
+    """Finished jobs of the account (all keys) per UTC day and model, `start`..`end` inclusive."""
+    today = timezone.now().date()
+    end_day = _day(end, today, "end")
+    start_day = _day(start, end_day - timedelta(days=29), "start")
+    if start_day > end_day:
+        raise ApiError(400, "invalid_parameter", "start is after end.", "start")
+    if (end_day - start_day).days > 366:
+        raise ApiError(400, "invalid_parameter", "At most 366 days at once.", "start")
+    tokens = {
+        name: Coalesce(Sum(Cast(KeyTextTransform(name, "usage"), IntegerField())), 0)
+        for name in ("prompt_tokens", "completion_tokens")
+    }
+    rows = (
+        Job.objects.filter(
+            user=request.api_key.user,
+            status__in=Job.TERMINAL,
+            created__date__gte=start_day,
+            created__date__lte=end_day,
+        )
+        .annotate(day=TruncDate("created"))
+        .values("day", "model_slug")
+        .annotate(requests=Count("id"), cost=Coalesce(Sum("cost"), Decimal(0)), **tokens)
+        .order_by("day", "model_slug")
+    )
+    data = [
+        {
+            "date": row["day"].isoformat(),
+            "model": row["model_slug"],
+            "requests": row["requests"],
+            "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"],
+            "cost": ledger.fmt(row["cost"]),
+        }
+        for row in rows
+    ]
+    total = sum((Decimal(d["cost"]) for d in data), Decimal(0))
+    return {
+        "object": "usage",
+        "start": start_day.isoformat(),
+        "end": end_day.isoformat(),
+        "data": data,
+        "total": {"requests": sum(d["requests"] for d in data), "cost": ledger.fmt(total)},
     }
