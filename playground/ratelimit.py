@@ -6,8 +6,8 @@ outcome. Headers report the window with the fewest requests remaining.
 
 import json
 import math
+import threading
 import time
-from functools import cache
 
 from django.conf import settings
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute
@@ -22,15 +22,25 @@ READ_FACTOR = 10
 SUBMIT_PREFIXES = ("/v1/generate-", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
-@cache
+_limiter: FixedWindowRateLimiter | None = None
+_limiter_lock = threading.Lock()
+
+
 def limiter() -> FixedWindowRateLimiter:
-    url = settings.REDIS_URL
-    storage = (
-        storage_from_string(url, key_prefix=f"{settings.REDIS_PREFIX}:limits")
-        if url
-        else MemoryStorage()
-    )
-    return FixedWindowRateLimiter(storage)
+    global _limiter
+    # Built once under a lock: `limits` resolves its redis dependency lazily, and two threads
+    # doing that at once made one of them fail ("minimum version … Found version: 0.0.0").
+    if _limiter is None:
+        with _limiter_lock:
+            if _limiter is None:
+                url = settings.REDIS_URL
+                storage = (
+                    storage_from_string(url, key_prefix=f"{settings.REDIS_PREFIX}:limits")
+                    if url
+                    else MemoryStorage()
+                )
+                _limiter = FixedWindowRateLimiter(storage)
+    return _limiter
 
 
 def budget(tier: str, kind: str) -> list:
@@ -61,16 +71,18 @@ def hit(key, kind: str) -> dict:
     items = budget(key.tier, kind)
     if not items:
         return {}
-    rl = limiter()
+    storage = limiter().storage
     ident = ("pg", kind, str(key.public_id))
     now = time.time()
     allowed, tightest = True, None
     for item in items:
-        allowed = rl.hit(item, *ident) and allowed
-        stats = rl.get_window_stats(item, *ident)
+        name = item.key_for(*ident)
+        # The count this request made (an atomic INCR in Redis): its own remaining, exactly.
+        count = storage.incr(name, item.get_expiry())
+        allowed = allowed and count <= item.amount
         # Whole seconds, rounded up but never past the window's own length.
-        reset = min(item.get_expiry(), max(0, math.ceil(stats.reset_time - now)))
-        window = (stats.remaining, reset, item.amount)
+        reset = min(item.get_expiry(), max(0, math.ceil(storage.get_expiry(name) - now)))
+        window = (max(0, item.amount - count), reset, item.amount)
         if tightest is None or window[0] < tightest[0]:
             tightest = window
     remaining, reset, limit = tightest
