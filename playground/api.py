@@ -3,14 +3,12 @@
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Count, IntegerField, Sum
 from django.db.models.fields.json import KeyTextTransform
@@ -129,6 +127,24 @@ def get_model(request, model_id: str):
     return model_document(model)
 
 
+def resolve_model(key, model_id, modality: str):
+    """The model a request names, checked: exists, this key may use it, it has this modality."""
+    if not isinstance(model_id, str) or not model_id:
+        raise ApiError(400, "invalid_parameter", "model is required.", "model")
+    model = catalogue.get_model(model_id)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
+    check_model_allowed(key, model.slug)
+    if model.modality != modality:
+        raise ApiError(
+            400,
+            "wrong_modality",
+            f"{model_id} is a {model.modality} model; use {model.endpoint}.",
+            "model",
+        )
+    return model
+
+
 def _submit_or_poll(
     key, modality: str, data: dict, idempotency_key: str | None = None
 ) -> tuple[Job, bool, bool]:
@@ -143,20 +159,7 @@ def _submit_or_poll(
         )
     if "model" not in data and "request_id" in data:
         return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
-    model_id = data.get("model")
-    if not isinstance(model_id, str) or not model_id:
-        raise ApiError(400, "invalid_parameter", "model is required.", "model")
-    model = catalogue.get_model(model_id)
-    if model is None:
-        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
-    check_model_allowed(key, model.slug)
-    if model.modality != modality:
-        raise ApiError(
-            400,
-            "wrong_modality",
-            f"{model_id} is a {model.modality} model; use {model.endpoint}.",
-            "model",
-        )
+    model = resolve_model(key, data.get("model"), modality)
     params = jobs.validate_params(model, {k: v for k, v in data.items() if k not in ENVELOPE})
     if idempotency_key is None:
         return jobs.submit_job(key.user, model, params, api_key=key), True, wait
@@ -175,40 +178,19 @@ def _refresh(job: Job) -> tuple[Job, dict]:
 
 async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
     """Wait for the job's result event (or the timeout); returns the job and its document."""
-    layer = get_channel_layer()
-    await events.keep_listening(layer)
-    channel = await layer.new_channel()
-    group = events.group_name(job.request_id)
-    await layer.group_add(group, channel)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    receiver = None
-    try:
+    async with events.JobListener(job.request_id) as listener:
         while True:
             # Checked after joining the group, so a result published meanwhile is not missed.
             job, doc = await sync_to_async(_refresh)(job)
             if job.is_terminal or loop.time() >= deadline:
                 return job, doc
             while True:
-                if receiver is None:
-                    receiver = asyncio.ensure_future(layer.receive(channel))
-                left = deadline - loop.time()
-                done, _ = await asyncio.wait({receiver}, timeout=max(0, min(left, 5.0)))
-                if not done:
-                    break  # look at the database again now and then
-                message, receiver = receiver.result(), None
-                if message.get("payload", {}).get("type") == "result":
+                # Look at the database again at least every 5 s.
+                message = await listener.next(min(deadline - loop.time(), 5.0))
+                if message is None or message.get("payload", {}).get("type") == "result":
                     break
-    finally:
-        await layer.group_discard(group, channel)
-        # Channel layers free a channel when a receive on it is cancelled (channels_redis's
-        # pub/sub layer unsubscribes then), so end with a cancelled receive, always.
-        if receiver is None:
-            receiver = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0)
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
 
 
 def _generate_view(modality: str):

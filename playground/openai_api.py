@@ -4,22 +4,19 @@ A response's `id` is the job's `request_id`; `usage` carries `cost`. With `strea
 answer is server-sent events relayed from the job's events, `data: [DONE]` last.
 """
 
-import asyncio
 import base64
-import contextlib
 import json
 import struct
 import time
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 
 from billing import ledger
 
-from . import catalogue, jobs
-from .api import api, bearer, check_model_allowed, parse_body, wait_until_done
+from . import jobs
+from .api import api, bearer, parse_body, resolve_model, wait_until_done
 from .engine import events, registry
 from .errors import ApiError
 from .models import Job
@@ -29,7 +26,7 @@ IGNORED = {"user", "presence_penalty", "frequency_penalty", "logprobs", "store",
 STATUS_FOR_CODE = {"upstream_error": 502, "upstream_timeout": 504, "engine_unavailable": 503}
 
 
-def _params(data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
+def _params(key, data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
     """(model, job params, stream, include_usage) from an OpenAI-style body."""
     data = {k: v for k, v in data.items() if k not in IGNORED}
     stream = data.pop("stream", False)
@@ -45,14 +42,7 @@ def _params(data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
         raise ApiError(400, "invalid_parameter", "Only n=1 is supported.", "n")
     if "max_completion_tokens" in data:
         data["max_tokens"] = data.pop("max_completion_tokens")
-    model_id = data.pop("model", None)
-    if not isinstance(model_id, str) or not model_id:
-        raise ApiError(400, "invalid_parameter", "model is required.", "model")
-    model = catalogue.get_model(model_id)
-    if model is None:
-        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
-    if model.modality != "text":
-        raise ApiError(400, "wrong_modality", f"{model_id} is not a text model.", "model")
+    model = resolve_model(key, data.pop("model", None), "text")
     if chat and "messages" not in data:
         raise ApiError(400, "invalid_parameter", "messages is required.", "messages")
     if not chat:
@@ -66,8 +56,7 @@ def _params(data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
 
 
 def _submit(key, data: dict, chat: bool):
-    model, data, stream, include_usage = _params(data, chat)
-    check_model_allowed(key, model.slug)
+    model, data, stream, include_usage = _params(key, data, chat)
     params = jobs.validate_params(model, data)
     return jobs.submit_job(key.user, model, params, api_key=key), stream, include_usage
 
@@ -125,42 +114,28 @@ def _sse(payload) -> bytes:
 
 async def _stream(job: Job, chat: bool, include_usage: bool):
     """Relay the job's events as SSE; a client that goes away cancels the job."""
-    layer = get_channel_layer()
-    await events.keep_listening(layer)
-    channel = await layer.new_channel()
-    group = events.group_name(job.request_id)
-    await layer.group_add(group, channel)
-    receiver = None
     finished = False
     delivered = 0  # completion tokens sent to the client
     try:
-        # As the websocket does: join first, then the snapshot and its sequence number.
-        job, seq, text, delivered = await sync_to_async(_snapshot)(job)
-        yield _sse(_chunk(job, chat, text, None, first=True))
-        deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
-        while not job.is_terminal:
-            receiver = asyncio.ensure_future(layer.receive(channel))
-            left = deadline - time.monotonic()
-            done, _ = await asyncio.wait({receiver}, timeout=max(0.1, min(left, 5.0)))
-            if not done:
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await receiver
-                receiver = None
-                job = await sync_to_async(_reload)(job)
-                if time.monotonic() > deadline:
-                    break
-                continue
-            message, receiver = receiver.result(), None
-            payload = message.get("payload", {})
-            if message.get("seq", 0) <= seq:
-                continue
-            seq = message["seq"]
-            if payload.get("type") == "delta":
-                yield _sse(_chunk(job, chat, payload["text"], None))
-                delivered += 1
-            elif payload.get("type") == "result":
-                job = await sync_to_async(_reload)(job)
+        async with events.JobListener(job.request_id) as listener:
+            # As the websocket does: join first, then the snapshot and its sequence number.
+            job, seq, text, delivered = await sync_to_async(_snapshot)(job)
+            yield _sse(_chunk(job, chat, text, None, first=True))
+            deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
+            while not job.is_terminal and time.monotonic() < deadline:
+                message = await listener.next(min(deadline - time.monotonic(), 5.0))
+                if message is None:  # quiet for a while: look at the database
+                    job = await sync_to_async(_reload)(job)
+                    continue
+                if message.get("seq", 0) <= seq:
+                    continue
+                seq = message["seq"]
+                payload = message.get("payload", {})
+                if payload.get("type") == "delta":
+                    yield _sse(_chunk(job, chat, payload["text"], None))
+                    delivered += 1
+                elif payload.get("type") == "result":
+                    job = await sync_to_async(_reload)(job)
         if job.status == Job.SUCCESS:
             finish = job.output.get("finish_reason", "stop")
             yield _sse(_chunk(job, chat, None, finish))
@@ -177,13 +152,6 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
         if not finished:
             # The client went away mid-stream: stop the work, charge what it was sent.
             await sync_to_async(_cancel)(job, delivered)
-        await layer.group_discard(group, channel)
-        if receiver is None:
-            receiver = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0)
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
 
 
 def _snapshot(job: Job) -> tuple[Job, int, str, int]:
@@ -247,15 +215,7 @@ api.post(
 
 def _submit_embeddings(key, data: dict) -> Job:
     data = {k: v for k, v in data.items() if k not in IGNORED}
-    model_id = data.pop("model", None)
-    if not isinstance(model_id, str) or not model_id:
-        raise ApiError(400, "invalid_parameter", "model is required.", "model")
-    model = catalogue.get_model(model_id)
-    if model is None:
-        raise ApiError(404, "model_not_found", f"No model {model_id!r}.", "model")
-    check_model_allowed(key, model.slug)
-    if model.modality != "embedding":
-        raise ApiError(400, "wrong_modality", f"{model_id} is not an embedding model.", "model")
+    model = resolve_model(key, data.pop("model", None), "embedding")
     params = jobs.validate_params(model, data)
     return jobs.submit_job(key.user, model, params, api_key=key)
 

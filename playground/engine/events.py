@@ -8,6 +8,7 @@ events with a higher seq: no token lost, none twice.
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -152,3 +153,43 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 atexit.register(flush, 2.0)
+
+
+class JobListener:
+    """A private channel in a job's group, for code that waits on a job's events.
+
+    `next(timeout)` returns the next message, or None when the timeout passes first; its
+    pending receive is kept for the next call, so nothing published meanwhile is lost.
+    """
+
+    def __init__(self, request_id):
+        self.group = group_name(request_id)
+        self.layer = get_channel_layer()
+        self.channel = None
+        self._receiver = None
+
+    async def __aenter__(self) -> "JobListener":
+        await keep_listening(self.layer)
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        return self
+
+    async def next(self, timeout: float) -> dict | None:
+        if self._receiver is None:
+            self._receiver = asyncio.ensure_future(self.layer.receive(self.channel))
+        done, _ = await asyncio.wait({self._receiver}, timeout=max(0.0, timeout))
+        if not done:
+            return None
+        message, self._receiver = self._receiver.result(), None
+        return message
+
+    async def __aexit__(self, *exc) -> None:
+        await self.layer.group_discard(self.group, self.channel)
+        # Channel layers free a channel when a receive on it is cancelled (channels_redis's
+        # pub/sub layer unsubscribes then), so end with a cancelled receive, always.
+        if self._receiver is None:
+            self._receiver = asyncio.ensure_future(self.layer.receive(self.channel))
+            await asyncio.sleep(0)
+        self._receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._receiver
