@@ -5,7 +5,7 @@ from accounts import keys
 from accounts.models import User
 from billing import ledger
 
-pytest_plugins = ["tests.fake_openai"]
+pytest_plugins = ["tests.fake_openai", "tests.browser"]
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +80,16 @@ def sudo_login(client, user):
     session = client.session
     session[AUTHENTICATION_METHODS_SESSION_KEY] = [{"method": "password", "at": time.time()}]
     session.save()
+
+
+def require_postgres():
+    """Skip off PostgreSQL (fail instead with PLAYGROUND_REQUIRE_SERVICES=1): locking proofs."""
+    import os
+
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return
+    if os.environ.get("PLAYGROUND_REQUIRE_SERVICES") == "1":
+        pytest.fail("this test needs PostgreSQL (set DATABASE_URL)")
+    pytest.skip("runs on PostgreSQL")

@@ -1,14 +1,14 @@
 """Idempotency-Key on submits (CONTRACT §4)."""
 
-import os
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from billing import ledger
 from playground.engine import registry
 from playground.models import Job
+from tests.conftest import require_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"model": "trigram-pydoc", "prompt": "The class", "max_tokens": 4}
@@ -83,10 +83,7 @@ def test_overlong_key_is_400(api, alice_key):
 
 @pytest.mark.services
 def test_simultaneous_submits_make_one_job(api, alice_key):
-    if connection.vendor != "postgresql":
-        if os.environ.get("PLAYGROUND_REQUIRE_SERVICES") == "1":
-            pytest.fail("this test needs PostgreSQL (set DATABASE_URL)")
-        pytest.skip("runs on PostgreSQL")
+    require_postgres()
     from django.test import Client
 
     results = []

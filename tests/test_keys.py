@@ -28,7 +28,7 @@ from billing import ledger
 from playground.asgi import application
 from playground.engine import registry
 from playground.models import Job
-from tests.conftest import sudo_login
+from tests.conftest import require_postgres, sudo_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MODEL = "trigram-pydoc"
@@ -394,19 +394,9 @@ def test_cap_reached_event_is_written_once_per_window(api, alice_key):
     assert events.count() == 2
 
 
-def _on_postgres():
-    import os
-
-    if connection.vendor == "postgresql":
-        return
-    if os.environ.get("PLAYGROUND_REQUIRE_SERVICES") == "1":
-        pytest.fail("this test needs PostgreSQL (set DATABASE_URL)")
-    pytest.skip("concurrency proof runs on PostgreSQL")
-
-
 @pytest.mark.services
 def test_concurrent_submits_never_exceed_the_cap(alice_key, monkeypatch):
-    _on_postgres()
+    require_postgres()
     monkeypatch.setattr(registry, "enqueue", lambda job: None)  # holds stay open
     key = key_of(alice_key)
     hold = Decimal("0.00042")  # 2 prompt tokens at 0.01/1K + 20 at 0.02/1K
@@ -450,7 +440,7 @@ def test_concurrent_submits_never_exceed_the_cap(alice_key, monkeypatch):
 
 @pytest.mark.services
 def test_simultaneous_refusals_log_cap_reached_once(alice_key):
-    _on_postgres()
+    require_postgres()
     key = key_of(alice_key)
     keys.update(key, spend_cap=Decimal("0"), spend_cap_period="daily")
     events = KeyEvent.objects.filter(key=key, kind="cap_reached")

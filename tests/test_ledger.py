@@ -1,12 +1,11 @@
 """Credit rules (CONTRACT §8): exact sums, holds, settles, no negative balance under concurrency."""
 
-import os
 import random
 import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.db.models import Sum
 
 from billing import ledger
@@ -16,6 +15,7 @@ from playground.catalogue import get_model
 from playground.engine import registry, runner
 from playground.errors import ApiError
 from playground.models import Job
+from tests.conftest import require_postgres
 
 
 def ledger_sum(user) -> Decimal:
@@ -64,19 +64,11 @@ def test_settle_happens_once(alice):
     assert ledger_sum(alice) == Decimal("4.5")
 
 
-def _on_postgres():
-    if connection.vendor == "postgresql":
-        return
-    if os.environ.get("PLAYGROUND_REQUIRE_SERVICES") == "1":
-        pytest.fail("this test needs PostgreSQL (set DATABASE_URL)")
-    pytest.skip("concurrency proof runs on PostgreSQL")
-
-
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_jobs_keep_the_ledger_exact(alice, monkeypatch):
     """Many threads submit, run, fail and cancel jobs on one account at once."""
-    _on_postgres()
+    require_postgres()
     ledger.grant(alice, Decimal("0.02"))
     model = get_model("trigram-pydoc")
     monkeypatch.setattr(registry, "enqueue", lambda job: None)
