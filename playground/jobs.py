@@ -131,6 +131,8 @@ def status_document(job: Job) -> dict:
                 k: job.usage.get(k, 0)
                 for k in ("prompt_tokens", "completion_tokens", "total_tokens")
             }
+        elif job.usage and job.modality == "embedding":
+            doc["usage"] = {k: job.usage.get(k, 0) for k in ("prompt_tokens", "total_tokens")}
     if job.status == Job.FAILED:
         doc["error"] = {"code": job.error_code, "message": job.error_message}
     return doc

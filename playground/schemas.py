@@ -53,7 +53,7 @@ class TextParams(BaseModel):
     @model_validator(mode="after")
     def _prompt_or_messages(self):
         if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of `prompt` or `messages`")
+            raise ValueError("Give a prompt, or messages, but not both.")
         return self
 
 

@@ -39,8 +39,8 @@
     if (Array.isArray(job.embeddings)) field(panel, "text").textContent = embeddingsSummary(job.embeddings);
     if (job.cost !== undefined) field(panel, "cost").textContent = job.cost + " credits";
     if (job.usage) {
-      field(panel, "tokens").textContent =
-        job.usage.prompt_tokens + " in · " + job.usage.completion_tokens + " out";
+      field(panel, "tokens").textContent = job.usage.prompt_tokens + " in" +
+        (job.usage.completion_tokens === undefined ? "" : " · " + job.usage.completion_tokens + " out");
     }
     var error = field(panel, "error");
     if (job.error) {
