@@ -45,6 +45,7 @@ def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) ->
                 params=params,
                 hold_amount=hold,
                 hold_open=hold > 0,
+                queued_at=timezone.now(),
             )
             if hold > 0:
                 ledger.hold(user, job, hold, key=api_key)

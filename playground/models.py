@@ -2,11 +2,14 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
 from billing.models import MONEY
 
+QUEUE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MODALITIES = [(m, m) for m in ("text", "image", "video", "audio", "embedding")]
 ENDPOINTS = {
     "text": "/v1/generate-text",
@@ -24,8 +27,30 @@ class AIModel(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     modality = models.CharField(max_length=16, choices=MODALITIES)
-    backend = models.CharField(max_length=32, help_text="trigram | openai")
+    backend = models.CharField(max_length=32, help_text="trigram | hashing | openai | playground")
     config = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[RegexValidator(QUEUE_RE, "Letters, digits, '-', '_' and '.' only.")],
+        help_text="Engine queue its jobs go to; blank: by backend and modality "
+        "(upstream for remote backends, else the modality). Workers take queues with "
+        "`manage.py worker --queues`.",
+    )
+    soft_time_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds a job may run before it is stopped and fails with time_limit; "
+        "blank: PLAYGROUND_JOB_TIME_LIMIT.",
+    )
+    time_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Hard limit in seconds: a job still running then has its worker process "
+        "killed; blank: PLAYGROUND_JOB_HARD_TIME_LIMIT. Must exceed the soft limit.",
+    )
     builtin = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
     per_request = models.DecimalField(default=Decimal(0), **MONEY)
@@ -46,6 +71,15 @@ class AIModel(models.Model):
     @property
     def endpoint(self) -> str:
         return ENDPOINTS[self.modality]
+
+    def clean(self):
+        from .engine.registry import time_limits
+
+        soft, hard = time_limits(self)
+        if soft >= hard:
+            raise ValidationError(
+                {"time_limit": f"The hard limit ({hard} s) must exceed the soft one ({soft} s)."}
+            )
 
     @property
     def owned_by(self) -> str:
@@ -86,6 +120,8 @@ class Job(models.Model):
     cost = models.DecimalField(null=True, blank=True, **MONEY)
     created = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When its queue message was last sent: the reaper sends it again once this is old.
+    queued_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -37,6 +37,17 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        result = float(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+    if not result > 0:
+        raise ImproperlyConfigured(f"{name} must be a number > 0, not {value!r}")
+    return result
+
+
 def envdecimal(name: str, default: str) -> Decimal:
     value = os.environ.get(name, "") or default
     try:
@@ -258,3 +269,16 @@ PLAYGROUND_WAIT_SECONDS = envint("PLAYGROUND_WAIT_SECONDS", 60)
 PLAYGROUND_UPSTREAM_TIMEOUT = envint("PLAYGROUND_UPSTREAM_TIMEOUT", 60)
 PLAYGROUND_MAX_BODY_BYTES = envint("PLAYGROUND_MAX_BODY_BYTES", 1024 * 1024)
 PLAYGROUND_JOB_TIME_LIMIT = envint("PLAYGROUND_JOB_TIME_LIMIT", 600)
+# Engine: per-model overrides live on the model (queue, soft_time_limit, time_limit).
+PLAYGROUND_JOB_HARD_TIME_LIMIT = envint(
+    "PLAYGROUND_JOB_HARD_TIME_LIMIT", PLAYGROUND_JOB_TIME_LIMIT + 30
+)
+if PLAYGROUND_JOB_HARD_TIME_LIMIT <= PLAYGROUND_JOB_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "PLAYGROUND_JOB_HARD_TIME_LIMIT must exceed PLAYGROUND_JOB_TIME_LIMIT"
+    )
+# The reaper: how often it looks, how long past its hard limit a running job may go before its
+# worker counts as lost, and how long a pending job waits before its queue message is sent again.
+PLAYGROUND_REAPER_INTERVAL = envfloat("PLAYGROUND_REAPER_INTERVAL", 60)
+PLAYGROUND_REAPER_GRACE = envfloat("PLAYGROUND_REAPER_GRACE", 60)
+PLAYGROUND_REQUEUE_AFTER = envfloat("PLAYGROUND_REQUEUE_AFTER", 600)

@@ -57,7 +57,8 @@ def test_recent_running_job_is_left_alone(api, alice_key, queued):
 
 def test_old_pending_job_is_requeued_and_runs_once(api, alice_key, queued):
     job = submit(api, alice_key)
-    Job.objects.filter(pk=job.pk).update(created=timezone.now() - timedelta(minutes=11))
+    long_ago = timezone.now() - timedelta(minutes=11)
+    Job.objects.filter(pk=job.pk).update(created=long_ago, queued_at=long_ago)
     queued.clear()
     assert reaper.reap()["requeued"] == 1
     assert [j.pk for j in queued] == [job.pk]

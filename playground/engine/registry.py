@@ -19,6 +19,11 @@ def backend_for(model) -> Backend:
 
         backend = OpenAIBackend({"timeout": settings.PLAYGROUND_UPSTREAM_TIMEOUT, **model.config})
         return UpstreamEmbeddings(backend) if model.modality == "embedding" else backend
+    if model.backend == "playground":
+        from .queue_backend import QueueBackend
+
+        timeout = settings.PLAYGROUND_UPSTREAM_TIMEOUT
+        return QueueBackend({"timeout": timeout, "modality": model.modality, **model.config})
     raise LookupError(f"unknown backend {model.backend!r}")
 
 
@@ -77,11 +82,56 @@ def prompt_tokens_estimate(model, params: dict) -> int:
     return len((params.get("prompt") or "").split())
 
 
+# Backends whose work happens on another server: their workers need no GPU, only the network.
+REMOTE_BACKENDS = frozenset({"openai", "playground"})
+# Every queue a model can get without an operator naming one.
+QUEUES = ("text", "embedding", "image", "video", "audio", "upstream")
+
+
+def queue_for(model) -> str:
+    """The engine queue of a model's jobs: the operator's choice, else by backend and modality."""
+    if model is None:
+        return "text"  # removed before its job ran: any worker fails it at once
+    if model.queue:
+        return model.queue
+    if model.backend in REMOTE_BACKENDS:
+        return "upstream"
+    return model.modality
+
+
+def all_queues() -> list[str]:
+    """Every queue a worker that takes "all" consumes: the defaults and operators' own."""
+    from ..models import AIModel
+
+    named = AIModel.objects.exclude(queue="").values_list("queue", flat=True).distinct()
+    return [*QUEUES, *sorted(set(named) - set(QUEUES))]
+
+
+def time_limits(model) -> tuple[int, int]:
+    """(soft, hard) seconds: the model's own, else the site's defaults."""
+    soft = getattr(model, "soft_time_limit", None) or settings.PLAYGROUND_JOB_TIME_LIMIT
+    default_hard = max(settings.PLAYGROUND_JOB_HARD_TIME_LIMIT, soft + 1)
+    hard = getattr(model, "time_limit", None) or default_hard
+    return soft, hard
+
+
+# Celery's own soft limit (an exception raised inside the task) comes this long after ours,
+# which backends see through `emit.canceled()`: it only stops code that never checks.
+SOFT_LIMIT_GRACE = 2
+
+
 def enqueue(job) -> None:
+    """Send the job to its model's queue, with the model's time limits (Celery enforces the
+    hard one by killing the worker process running it)."""
+    from . import embedded
     from .tasks import run_job
 
-    run_job.apply_async(args=[job.pk], queue=queue_for(job))
-
-
-def queue_for(job) -> str:
-    return "engine"
+    queue = queue_for(job.model)
+    soft, hard = time_limits(job.model)
+    embedded.ensure_queue(queue)
+    run_job.apply_async(
+        args=[job.pk],
+        queue=queue,
+        soft_time_limit=min(soft + SOFT_LIMIT_GRACE, hard - 0.5),
+        time_limit=hard,
+    )

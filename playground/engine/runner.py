@@ -4,6 +4,7 @@ import logging
 import time
 from decimal import Decimal
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,8 +22,11 @@ CANCEL_CHECK_SECONDS = 0.02
 class JobEmitter:
     """Turns a backend's reports into events; keeps the live state for late subscribers."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, soft_time_limit: float | None = None):
         self.job = job
+        # Past this (monotonic) moment canceled() turns true: the model's soft time limit.
+        self.deadline = time.monotonic() + soft_time_limit if soft_time_limit else None
+        self.timed_out = False
         self.seq = 0
         self.pieces: list[str] = []
         self.progress_value = 0.0
@@ -56,7 +60,10 @@ class JobEmitter:
         self._send({"type": "metrics", **numbers})
 
     def canceled(self) -> bool:
+        """True once the job was canceled or ran out of time: the backend should stop."""
         now = time.monotonic()
+        if not self._canceled and self.deadline is not None and now >= self.deadline:
+            self.timed_out = self._canceled = True
         if not self._canceled and now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_SECONDS
             self._canceled = events.cancel_requested(self.job.request_id)
@@ -71,15 +78,18 @@ def run_job(job_id: int) -> None:
     ):
         return
     job = Job.objects.select_related("model", "user").get(pk=job_id)
-    emit = JobEmitter(job)
+    soft, _ = registry.time_limits(job.model)
+    emit = JobEmitter(job, soft_time_limit=soft)
     emit.status(Job.RUNNING)
     t0 = time.perf_counter()
     try:
         if job.model is None or not job.model.enabled:
             raise BackendError("model_not_found", "The model was removed before the job ran.")
         result = registry.backend_for(job.model).run(job.params, emit)
-    except Canceled:
-        # cancel_job already moved the job to canceled and released its hold.
+    except (Canceled, SoftTimeLimitExceeded) as exc:
+        if emit.timed_out or isinstance(exc, SoftTimeLimitExceeded):
+            finish(job, Job.FAILED, error=time_limit_error(soft))
+        # Otherwise cancel_job already moved the job to canceled and released its hold.
         return
     except BackendError as exc:
         partial = getattr(exc, "usage", None)
@@ -110,6 +120,36 @@ def run_job(job_id: int) -> None:
             usage=usage,
         )
     log.info("job %s done in %.1f ms", job.request_id, (time.perf_counter() - t0) * 1000)
+
+
+def time_limit_error(seconds, hard: bool = False) -> tuple[str, str]:
+    what = "hard time limit" if hard else "time limit"
+    return (
+        "time_limit",
+        f"The job ran past the model's {what} of {seconds:g} s and was stopped. "
+        "Nothing was charged.",
+    )
+
+
+def abandon(job_id: int, code: str, message: str, reason: str) -> bool:
+    """Fail a running job whose worker is gone (killed, or past its hard limit): nothing
+    charged, hold released with `reason` on the ledger row. False if it was not running."""
+    from ..jobs import status_document
+
+    with transaction.atomic():
+        if not Job.objects.filter(pk=job_id, status=Job.RUNNING).update(
+            status=Job.FAILED,
+            cost=0,
+            finished_at=timezone.now(),
+            error_code=code,
+            error_message=message,
+        ):
+            return False
+        job = Job.objects.select_related("user").get(pk=job_id)
+        ledger.settle(job, None, reason=reason)
+    job.refresh_from_db()
+    events.publish_result(job.request_id, status_document(job))
+    return True
 
 
 def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", "")) -> None:

@@ -4,6 +4,7 @@ import math
 import random
 import re
 import threading
+import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -265,8 +266,11 @@ def render_chat(messages: list[dict]) -> str:
     return "\n".join([*lines, "Assistant: "])
 
 
-def run_text(params: dict[str, Any], emit: Emitter) -> Result:
-    """Generate text for validated params, streaming each piece through emit."""
+def run_text(params: dict[str, Any], emit: Emitter, token_delay: float = 0.0) -> Result:
+    """Generate text for validated params, streaming each piece through emit.
+
+    `token_delay` (seconds per token) makes it as slow as a real model, for demos and tests.
+    """
     model = get_model()
     prompt = params.get("prompt")
     if prompt is None:
@@ -282,9 +286,12 @@ def run_text(params: dict[str, Any], emit: Emitter) -> Result:
         seed=params.get("seed"),
         stop=params.get("stop") or [],
     )
+    check_every = 1 if token_delay else 8
     for piece in generated:
-        if len(pieces) % 8 == 0 and emit.canceled():
+        if len(pieces) % check_every == 0 and emit.canceled():
             raise Canceled()
+        if token_delay:
+            time.sleep(token_delay)
         emit.delta(piece)
         pieces.append(piece)
         if len(pieces) * 10 // max_tokens > decile:
@@ -312,4 +319,4 @@ class TrigramBackend:
         self.config = config
 
     def run(self, params: dict[str, Any], emit: Emitter) -> Result:
-        return run_text(params, emit)
+        return run_text(params, emit, float(self.config.get("token_delay") or 0))

@@ -1,0 +1,245 @@
+"""Runs jobs on a remote queue-style API: another Playground, or a service with its protocol.
+
+Submit `POST {base}/generate-<modality>` with the remote model id and the parameters → a
+`request_id`; follow `GET {base}/requests/{id}` with backoff, relaying the remote's progress,
+text and queue position as events; on success the remote's output document becomes this job's
+output (passed through: keys this backend does not know are kept as they are). A job canceled
+here (or past its time limit) is canceled there with `POST {base}/requests/{id}/cancel`.
+Remote failures map onto this Playground's error codes.
+"""
+
+import os
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from .base import BackendError, Canceled, Emitter, Result
+
+POLL_MIN = 0.1  # seconds between polls while the remote job changes
+POLL_MAX = 2.0  # ... backing off to this while it does not
+BACKOFF_CAP = 5.0  # most we honour of a remote's Retry-After
+ERROR_TEXT_LIMIT = 500
+# The remote's status document keys that describe the job, not its output.
+ENVELOPE = frozenset(
+    {"request_id", "model", "status", "created", "progress", "queue_position", "cost", "error"}
+)
+# Remote error codes that mean the same here; anything else is the remote's failure.
+PASSED_CODES = frozenset({"upstream_timeout", "time_limit"})
+TERMINAL = frozenset({"success", "complete", "failed", "canceled"})
+
+
+class _Transient(Exception):
+    """A request that failed in a way worth trying again (network, 429, 5xx)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class QueueBackend:
+    """The `playground` backend: config base_url (with /v1), upstream_model, api_key_env,
+    modality, and optional timeout (seconds per HTTP request, and longest the remote may stay
+    unreachable while we follow a job), retries (of the submit), poll_min, poll_max."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.base_url = str(config["base_url"]).rstrip("/")
+        self.model = config["upstream_model"]
+        self.modality = config.get("modality", "text")
+        self.api_key_env = config.get("api_key_env") or None
+        self.timeout = float(config.get("timeout") or 60)
+        self.retries = max(0, int(config.get("retries", 3)))
+        self.poll_min = float(config.get("poll_min", POLL_MIN))
+        self.poll_max = max(self.poll_min, float(config.get("poll_max", POLL_MAX)))
+        self._secrets: list[str] = []
+
+    def run(self, params: dict[str, Any], emit: Emitter) -> Result:
+        key = self._api_key()
+        self._secrets = [key] if key else []
+        headers = {"Accept": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        t = self.timeout
+        timeout = httpx.Timeout(connect=t, read=t, write=t, pool=t)
+        with httpx.Client(timeout=timeout, headers=headers) as client:
+            request_id = self._submit(client, params, emit)
+            try:
+                document = self._follow(client, request_id, emit)
+            except BaseException:
+                # Canceled here, out of time (ours or Celery's soft limit), or gave up on the
+                # remote: it must not keep working (and charging) for nobody.
+                self._cancel_remote(client, request_id)
+                raise
+        return self._result(document)
+
+    def _api_key(self) -> str | None:
+        # Read when calling, never kept: rotating the variable needs no restart.
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise BackendError(
+                "upstream_error", f"environment variable {self.api_key_env} is not set"
+            )
+        return key
+
+    def _submit(self, client: httpx.Client, params: dict[str, Any], emit: Emitter) -> str:
+        body = {**params, "model": self.model}
+        # One key for every attempt: a retried submit that had reached the remote gives the
+        # same remote job, never a second one.
+        headers = {"Idempotency-Key": f"pg-{uuid.uuid4()}"}
+        url = f"{self.base_url}/generate-{self.modality}"
+        last = None
+        for attempt in range(self.retries + 1):
+            if emit.canceled():
+                raise Canceled()
+            try:
+                response = self._request(client, "POST", url, json=body, headers=headers)
+            except _Transient as exc:
+                last = exc
+                if attempt < self.retries:
+                    delay = max(min(0.2 * 2**attempt, 2.0), min(exc.retry_after, BACKOFF_CAP))
+                    emit.log(self._clean(f"{exc.message}; retrying in {delay:.1f} s"))
+                    _sleep(delay, emit)
+                continue
+            request_id = _json(response).get("request_id")
+            if not isinstance(request_id, str) or not request_id:
+                raise BackendError("upstream_error", "the remote sent no request_id")
+            return request_id
+        attempts = self.retries + 1
+        suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+        code = "upstream_timeout" if "timed out" in last.message else "upstream_error"
+        raise BackendError(code, self._clean(last.message + suffix))
+
+    def _follow(self, client: httpx.Client, request_id: str, emit: Emitter) -> dict[str, Any]:
+        url = f"{self.base_url}/requests/{request_id}"
+        text_seen = ""
+        progress = None
+        position = None
+        status = None
+        delay = self.poll_min
+        reachable_at = time.monotonic()
+        while True:
+            if emit.canceled():
+                raise Canceled()
+            try:
+                document = _json(self._request(client, "GET", url))
+            except _Transient as exc:
+                if time.monotonic() - reachable_at > self.timeout:
+                    raise BackendError(
+                        "upstream_timeout",
+                        self._clean(
+                            f"the remote did not answer for {self.timeout:g} s: {exc.message}"
+                        ),
+                    ) from None
+                _sleep(max(delay, min(exc.retry_after, BACKOFF_CAP)), emit)
+                delay = min(delay * 2, self.poll_max)
+                continue
+            reachable_at = time.monotonic()
+            changed = False
+            if document.get("status") != status:
+                status, changed = document.get("status"), True
+            if status == "pending" and document.get("queue_position") != position:
+                position = document.get("queue_position")
+                if isinstance(position, int):
+                    emit.log(f"waiting in the remote queue, position {position}")
+            text = document.get("text")
+            if isinstance(text, str) and text.startswith(text_seen) and len(text) > len(text_seen):
+                emit.delta(text[len(text_seen) :])
+                text_seen, changed = text, True
+            value = document.get("progress")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if value != progress and status not in TERMINAL:
+                    emit.progress(value)
+                    progress, changed = value, True
+            if status in TERMINAL:
+                return document
+            # Quick polls while the remote job moves, backing off while it does not.
+            delay = self.poll_min if changed else min(delay * 1.5, self.poll_max)
+            _sleep(delay, emit)
+
+    def _result(self, document: dict[str, Any]) -> Result:
+        status = document.get("status")
+        if status == "canceled":
+            raise BackendError("upstream_error", "the remote canceled the job")
+        if status == "failed":
+            error = document.get("error") if isinstance(document.get("error"), dict) else {}
+            code = error.get("code") if error.get("code") in PASSED_CODES else "upstream_error"
+            message = str(error.get("message") or "no reason given")[:ERROR_TEXT_LIMIT]
+            raise BackendError(code, self._clean(f"the remote job failed: {message}"))
+        output = {k: v for k, v in document.items() if k not in ENVELOPE and k != "usage"}
+        usage = document.get("usage") if isinstance(document.get("usage"), dict) else {}
+        usage = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+        return Result(output=output, usage=usage)
+
+    def _cancel_remote(self, client: httpx.Client, request_id: str) -> None:
+        try:
+            client.post(f"{self.base_url}/requests/{request_id}/cancel", timeout=10)
+        except httpx.HTTPError:
+            pass  # the remote's own time limits end it
+
+    def _request(self, client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
+        """One request; raises _Transient (worth retrying) or BackendError (not)."""
+        try:
+            response = client.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            raise _Transient(f"the remote timed out after {self.timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"could not reach the remote: {type(exc).__name__}") from None
+        if response.is_success:
+            return response
+        detail = _error_text(response)
+        message = f"the remote returned HTTP {response.status_code}" + (
+            f": {detail}" if detail else ""
+        )
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Transient(message, _retry_after(response))
+        if response.status_code in (401, 403):
+            message = f"the remote refused our API key (HTTP {response.status_code})"
+        raise BackendError("upstream_error", self._clean(message))
+
+    def _clean(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise BackendError("upstream_error", "the remote's response is not JSON") from None
+    if not isinstance(data, dict):
+        raise BackendError("upstream_error", "the remote sent an unexpected response")
+    return data
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(error, dict):
+        message = error.get("message") or ""
+        if error.get("param"):
+            message = f"{message} (param {error['param']})"
+        error = message
+    return error[:ERROR_TEXT_LIMIT] if isinstance(error, str) else ""
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return 0.0
+
+
+def _sleep(seconds: float, emit: Emitter) -> None:
+    """Sleep in slices, so a cancel (or the soft time limit) is seen within 50 ms."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if emit.canceled():
+            raise Canceled()
+        time.sleep(min(left, 0.05))
