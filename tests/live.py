@@ -83,6 +83,24 @@ class LiveSite:
         self.processes.append(proc)
         return proc
 
+    def start_worker(self, *args: str, log_name: str, ready: bool = True) -> subprocess.Popen:
+        """A `manage.py worker` with these arguments (e.g. "--queues", "text"); with `ready`,
+        returns once it consumes from its queues."""
+        proc = self.start_process(
+            sys.executable, "manage.py", "worker", "--loglevel", "INFO", *args, log_name=log_name
+        )
+        if ready:
+            deadline = time.monotonic() + 60
+            while "engine worker ready" not in self.log(log_name):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {log_name} did not start:\n{self.log(log_name)}")
+                time.sleep(0.1)
+        return proc
+
+    def shell(self, code: str) -> str:
+        """Run Python in this site's Django (manage.py shell -c); returns what it printed."""
+        return self.manage("shell", "-v", "0", "-c", code).stdout
+
     def log(self, name: str) -> str:
         return Path(self.env["PLAYGROUND_DATA_DIR"], f"{name}.log").read_text()
 
@@ -114,7 +132,11 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def start_site(
-    tmp_path: Path, services: bool = False, workers: int = 1, extra_env=None
+    tmp_path: Path,
+    services: bool = False,
+    workers: int = 1,
+    extra_env=None,
+    worker_args: tuple[str, ...] = ("--concurrency", "2"),
 ) -> LiveSite:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -164,8 +186,7 @@ def start_site(
                 sys.executable,
                 "manage.py",
                 "worker",
-                "--concurrency",
-                "2",
+                *worker_args,
                 "--loglevel",
                 "WARNING",
                 log_name=f"worker{i}",

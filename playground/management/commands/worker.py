@@ -23,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, **options):
+        from celery.signals import worker_ready
+
         from playground.celery import app
         from playground.engine import registry
         from playground.models import QUEUE_RE
@@ -34,6 +36,13 @@ class Command(BaseCommand):
             bad = [q for q in queues if not re.fullmatch(QUEUE_RE, q)]
             if not queues or bad:
                 raise CommandError(f"--queues: not a list of queue names: {options['queues']!r}")
+
+        def announce(**kwargs):
+            # Celery's own "ready." line is an INFO log, which LOGGING keeps quiet.
+            self.stdout.write(f"engine worker ready, queues: {', '.join(queues)}")
+            self.stdout.flush()
+
+        worker_ready.connect(announce, weak=False)
         argv = ["worker", "--queues", ",".join(queues), "--loglevel", options["loglevel"]]
         argv += ["--without-gossip", "--without-mingle"]
         if options["concurrency"]:
