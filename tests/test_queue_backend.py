@@ -1,0 +1,176 @@
+"""The queue-style adapter against a real second Playground: one Playground in front of another.
+
+The remote is a live embedded site (tests/live.py); the front is this test process. Its models:
+the built-in trigram model, `slow` (the trigram model at 10 ms a token) and `slow-limited`
+(50 ms a token, soft time limit 1 s).
+"""
+
+import socket
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from billing import ledger
+from playground.engine import queue_backend
+from playground.engine.base import BackendError, Canceled
+from playground.engine.queue_backend import QueueBackend
+from tests.live import start_site
+
+REMOTE_MODELS = """
+from playground.models import AIModel
+for slug, delay, soft in [("slow", 0.01, None), ("slow-limited", 0.05, 1)]:
+    AIModel.objects.create(slug=slug, name=slug, modality="text", backend="trigram",
+                           config={"token_delay": delay}, soft_time_limit=soft)
+"""
+KEY_ENV = "REMOTE_PLAYGROUND_TEST_KEY"
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    site = start_site(tmp_path_factory.mktemp("remote"))
+    try:
+        site.shell(REMOTE_MODELS)
+        site.key = site.user_with_key("front@example.com", "100")
+        yield site
+    finally:
+        site.stop()
+
+
+@pytest.fixture(autouse=True)
+def remote_key(remote, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, remote.key)
+    monkeypatch.setattr(queue_backend, "POLL_MIN", 0.05)
+
+
+def remote_api(remote, method, path, **kwargs):
+    headers = {"Authorization": f"Bearer {remote.key}"}
+    return httpx.request(method, remote.base_url + path, headers=headers, timeout=30, **kwargs)
+
+
+def newest_remote_job(remote) -> dict:
+    return remote_api(remote, "GET", "/v1/requests", params={"limit": 1}).json()["data"][0]
+
+
+class Recorder:
+    """An Emitter that records what the backend relays; cancels after `cancel_after` deltas."""
+
+    def __init__(self, cancel_after=None):
+        self.deltas, self.progress_values, self.logs = [], [], []
+        self.cancel_after = cancel_after
+
+    def progress(self, value):
+        self.progress_values.append(value)
+
+    def delta(self, text):
+        self.deltas.append(text)
+
+    def log(self, message):
+        self.logs.append(message)
+
+    def metrics(self, **numbers):
+        pass
+
+    def canceled(self):
+        return self.cancel_after is not None and len(self.deltas) >= self.cancel_after
+
+
+def backend(remote, model="slow", **config):
+    base = {"base_url": remote.base_url + "/v1", "upstream_model": model, "api_key_env": KEY_ENV}
+    return QueueBackend(base | config)
+
+
+def params(**overrides):
+    base = {"prompt": "The class", "messages": None, "max_tokens": 16, "temperature": 1.0}
+    return base | {"top_p": 1.0, "seed": 7, "stop": []} | overrides
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_text_job_runs_on_the_remote_and_is_billed_here(
+    remote, api, alice_key, alice_with_credits
+):
+    call_command(
+        "models",
+        "add-remote",
+        "far-trigram",
+        "--base-url",
+        remote.base_url + "/v1",
+        "--upstream-model",
+        "trigram-pydoc",
+        "--api-key-env",
+        KEY_ENV,
+        "--max-tokens",
+        "1024",
+        "--per-1k-input",
+        "1",
+        "--per-1k-output",
+        "2",
+    )
+    body = {"model": "far-trigram", "prompt": "The class", "max_tokens": 20, "seed": 7}
+    response = api.post("/v1/generate-text", {**body, "wait_for_result": True}, key=alice_key)
+    doc = response.json()
+    assert doc["status"] == "success" and doc["model"] == "far-trigram", doc
+    # The remote ran it: its own job for the same parameters gives the same text and usage.
+    there = newest_remote_job(remote)
+    assert there["model"] == "trigram-pydoc" and there["status"] == "success"
+    assert doc["text"] == there["text"] and doc["text"].strip()
+    assert doc["usage"] == there["usage"] and doc["usage"]["completion_tokens"] == 20
+    assert doc["finish_reason"] == "length"
+    usage = doc["usage"]
+    cost = (Decimal(usage["prompt_tokens"]) + 2 * Decimal(usage["completion_tokens"])) / 1000
+    assert Decimal(doc["cost"]) == cost
+    assert ledger.balances(alice_with_credits)[0] == Decimal(10) - cost
+    assert remote.key not in response.content.decode()
+
+
+def test_remote_progress_and_text_are_relayed_live(remote):
+    emit = Recorder()
+    result = backend(remote).run(params(max_tokens=200), emit)  # about 2 s there
+    assert result.output["text"] == "".join(emit.deltas) and len(emit.deltas) >= 3
+    assert result.usage["completion_tokens"] == 200
+    live = [p for p in emit.progress_values if 0 < p < 1]
+    assert len(live) >= 2 and live == sorted(live), emit.progress_values
+    assert set(result.output) == {"text", "finish_reason"}
+
+
+def test_cancel_here_cancels_the_remote_job(remote):
+    emit = Recorder(cancel_after=1)
+    with pytest.raises(Canceled):
+        backend(remote).run(params(max_tokens=1000), emit)  # 10 s there
+    there = newest_remote_job(remote)
+    assert there["status"] == "canceled" and there["cost"] == "0", there
+
+
+def test_remote_time_limit_keeps_its_code(remote):
+    with pytest.raises(BackendError) as info:
+        backend(remote, "slow-limited").run(params(max_tokens=500), Recorder())
+    assert info.value.code == "time_limit" and "remote" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "model,overrides,key,expected",
+    [
+        ("no-such-model", {}, None, "No model"),
+        ("slow", {"max_tokens": 5000}, None, "max_tokens"),
+        ("slow", {}, "pgk_wrong", "refused our API key"),
+    ],
+)
+def test_remote_refusals_are_upstream_errors(remote, monkeypatch, model, overrides, key, expected):
+    if key:
+        monkeypatch.setenv(KEY_ENV, key)
+    with pytest.raises(BackendError) as info:
+        backend(remote, model).run(params(**overrides), Recorder())
+    assert info.value.code == "upstream_error" and expected in info.value.message
+    assert remote.key not in info.value.message
+
+
+def test_unreachable_remote_is_an_upstream_error_after_retries(remote):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    emit = Recorder()
+    with pytest.raises(BackendError) as info:
+        backend(remote, base_url=f"http://127.0.0.1:{port}/v1", retries=1).run(params(), emit)
+    assert info.value.code == "upstream_error" and "after 2 attempts" in info.value.message
+    assert any("retrying" in line for line in emit.logs)
