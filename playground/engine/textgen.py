@@ -266,11 +266,8 @@ def render_chat(messages: list[dict]) -> str:
     return "\n".join([*lines, "Assistant: "])
 
 
-def run_text(params: dict[str, Any], emit: Emitter, token_delay: float = 0.0) -> Result:
-    """Generate text for validated params, streaming each piece through emit.
-
-    `token_delay` (seconds per token) makes it as slow as a real model, for demos and tests.
-    """
+def run_text(params: dict[str, Any], emit: Emitter) -> Result:
+    """Generate text for validated params, streaming each piece through emit."""
     model = get_model()
     prompt = params.get("prompt")
     if prompt is None:
@@ -286,12 +283,9 @@ def run_text(params: dict[str, Any], emit: Emitter, token_delay: float = 0.0) ->
         seed=params.get("seed"),
         stop=params.get("stop") or [],
     )
-    check_every = 1 if token_delay else 8
     for piece in generated:
-        if len(pieces) % check_every == 0 and emit.canceled():
+        if len(pieces) % 8 == 0 and emit.canceled():
             raise Canceled()
-        if token_delay:
-            time.sleep(token_delay)
         emit.delta(piece)
         pieces.append(piece)
         if len(pieces) * 10 // max_tokens > decile:
@@ -313,10 +307,32 @@ def run_text(params: dict[str, Any], emit: Emitter, token_delay: float = 0.0) ->
 
 
 class TrigramBackend:
-    """The catalogue backend for the built-in trigram model."""
+    """The catalogue backend for the built-in trigram model.
+
+    Config `token_delay` (seconds per token) makes it as slow as a real model, for demos, load
+    tests and the engine's own tests (cancel, time limits, killed workers).
+    """
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
 
     def run(self, params: dict[str, Any], emit: Emitter) -> Result:
-        return run_text(params, emit, float(self.config.get("token_delay") or 0))
+        delay = float(self.config.get("token_delay") or 0)
+        return run_text(params, _Paced(emit, delay) if delay > 0 else emit)
+
+
+class _Paced:
+    """An emitter that waits `delay` before each token and checks for a cancel after it."""
+
+    def __init__(self, emit: Emitter, delay: float):
+        self.emit = emit
+        self.delay = delay
+
+    def delta(self, text: str) -> None:
+        time.sleep(self.delay)
+        if self.emit.canceled():
+            raise Canceled()
+        self.emit.delta(text)
+
+    def __getattr__(self, name):
+        return getattr(self.emit, name)
