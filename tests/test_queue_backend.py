@@ -6,6 +6,8 @@ the built-in trigram model, `slow` (the trigram model at 10 ms a token) and `slo
 """
 
 import socket
+import threading
+import time
 from decimal import Decimal
 
 import httpx
@@ -174,3 +176,41 @@ def test_unreachable_remote_is_an_upstream_error_after_retries(remote):
         backend(remote, base_url=f"http://127.0.0.1:{port}/v1", retries=1).run(params(), emit)
     assert info.value.code == "upstream_error" and "after 2 attempts" in info.value.message
     assert any("retrying" in line for line in emit.logs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_canceling_the_job_here_cancels_it_on_the_remote(remote, api, alice_key, monkeypatch):
+    from django.db import connection
+
+    from playground.engine import registry, runner
+    from playground.models import Job
+
+    base_url = remote.base_url + "/v1"
+    options = ["--base-url", base_url, "--upstream-model", "slow", "--api-key-env", KEY_ENV]
+    call_command("models", "add-remote", "far-slow", *options)
+    monkeypatch.setattr(registry, "enqueue", lambda job: None)
+    before = newest_remote_job(remote)["request_id"]
+    body = {"model": "far-slow", "prompt": "The class", "max_tokens": 1000}  # 10 s there
+    rid = api.post("/v1/generate-text", body, key=alice_key).json()["request_id"]
+
+    def work():
+        try:
+            runner.run_job(Job.objects.get(request_id=rid).pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while True:
+        there = newest_remote_job(remote)
+        if there["request_id"] != before and there["status"] == "running" and there.get("text"):
+            break
+        assert time.monotonic() < deadline, there
+        time.sleep(0.05)
+    doc = api.post(f"/v1/requests/{rid}/cancel", {}, key=alice_key).json()
+    assert doc["status"] == "canceled" and doc["cost"] == "0"
+    thread.join(5)
+    assert not thread.is_alive()
+    there = remote_api(remote, "GET", f"/v1/requests/{there['request_id']}").json()
+    assert there["status"] == "canceled", there
