@@ -32,7 +32,14 @@ def modes_for(arg: str) -> list[str]:
 class Site:
     """One live site (daphne + engine) with a funded user and its API key."""
 
-    def __init__(self, mode: str, credits: str = "100000", workers: int = 1, extra_env=None):
+    def __init__(
+        self,
+        mode: str,
+        credits: str = "100000",
+        workers: int = 1,
+        extra_env=None,
+        worker_args: tuple[str, ...] = ("--concurrency", "2"),
+    ):
         self.mode = mode
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{mode}-")
         for _ in range(5):
@@ -41,6 +48,7 @@ class Site:
                 services=mode == "services",
                 workers=workers,
                 extra_env=extra_env,
+                worker_args=worker_args,
             )
             # tests/live.py draws a random Redis db (1-15): two services sites of one bench run
             # on the same db would take each other's jobs, so draw again.
