@@ -5,8 +5,17 @@ from .models import AIModel, Job
 
 @admin.register(AIModel)
 class AIModelAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "modality", "backend", "enabled", "builtin", "per_1k_output"]
-    list_filter = ["modality", "backend", "enabled", "builtin"]
+    list_display = [
+        "slug",
+        "name",
+        "modality",
+        "backend",
+        "queue",
+        "enabled",
+        "builtin",
+        "per_1k_output",
+    ]
+    list_filter = ["modality", "backend", "queue", "enabled", "builtin"]
     search_fields = ["slug", "name"]
 
 

@@ -17,7 +17,9 @@ import httpx
 
 from .base import BackendError, Canceled, Emitter, Result
 
-POLL_MIN = 0.1  # seconds between polls while the remote job changes
+# Seconds between polls while the remote job changes. Each poll counts against the remote key's
+# read budget (a Playground's pro tier: 6,000 a minute), so give that key a generous tier.
+POLL_MIN = 0.2
 POLL_MAX = 2.0  # ... backing off to this while it does not
 BACKOFF_CAP = 5.0  # most we honour of a remote's Retry-After
 ERROR_TEXT_LIMIT = 500
@@ -33,10 +35,11 @@ TERMINAL = frozenset({"success", "complete", "failed", "canceled"})
 class _Transient(Exception):
     """A request that failed in a way worth trying again (network, 429, 5xx)."""
 
-    def __init__(self, message: str, retry_after: float = 0.0):
+    def __init__(self, message: str, retry_after: float = 0.0, busy: bool = False):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.busy = busy  # a 429: the remote is there, only asking us to slow down
 
 
 class QueueBackend:
@@ -127,6 +130,8 @@ class QueueBackend:
             try:
                 document = _json(self._request(client, "GET", url))
             except _Transient as exc:
+                if exc.busy:
+                    reachable_at = time.monotonic()
                 if time.monotonic() - reachable_at > self.timeout:
                     raise BackendError(
                         "upstream_timeout",
@@ -195,7 +200,7 @@ class QueueBackend:
             f": {detail}" if detail else ""
         )
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Transient(message, _retry_after(response))
+            raise _Transient(message, _retry_after(response), busy=response.status_code == 429)
         if response.status_code in (401, 403):
             message = f"the remote refused our API key (HTTP {response.status_code})"
         raise BackendError("upstream_error", self._clean(message))
