@@ -253,3 +253,48 @@ def test_soft_limit_and_cancel_are_told_apart(api, alice_key, alice_with_credits
     doc = run(api, alice_key, "slow-trigram", max_tokens=5)
     assert doc["status"] == "canceled" and doc["cost"] == "0"
     assert ledger.balances(alice_with_credits) == (Decimal("10"), Decimal("10"))
+
+
+def test_models_add_remote_stores_the_remote_and_refuses_bad_input(db):
+    url = "http://remote.example:8000/v1/"
+    call_command(
+        "models",
+        "add-remote",
+        "far",
+        "--base-url",
+        url,
+        "--upstream-model",
+        "trigram-pydoc",
+        "--api-key-env",
+        "FAR_KEY",
+        "--per-1k-output",
+        "0.5",
+        "--max-tokens",
+        "512",
+        "--soft-time-limit",
+        "30",
+        "--time-limit",
+        "40",
+    )
+    model = AIModel.objects.get(slug="far")
+    assert (model.backend, model.modality, model.max_tokens_limit) == ("playground", "text", 512)
+    assert model.config == {
+        "base_url": "http://remote.example:8000/v1",
+        "upstream_model": "trigram-pydoc",
+        "api_key_env": "FAR_KEY",
+    }
+    assert (model.soft_time_limit, model.time_limit, model.per_1k_output) == (
+        30,
+        40,
+        Decimal("0.5"),
+    )
+    for bad in (
+        ["trigram-pydoc", "--base-url", url],  # a built-in id
+        ["x", "--base-url", "ftp://remote/v1"],
+        ["x", "--base-url", url, "--api-key-env", "NOT A NAME"],
+        ["x", "--base-url", url, "--max-tokens", "0"],
+        ["x", "--base-url", url, "--per-second", "-1"],
+    ):
+        with pytest.raises(CommandError):
+            call_command("models", "add-remote", *bad)
+    assert not AIModel.objects.filter(slug="x").exists()

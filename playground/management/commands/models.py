@@ -145,6 +145,15 @@ class Command(BaseCommand):
                     prices[field] = ledger.parse_amount(value)
                 except ValueError as exc:
                     raise CommandError(f"--{field.replace('_', '-')}: {exc}") from None
+        from playground.schemas import params_class
+
+        try:
+            params_class(options["modality"], 1)
+        except ValueError:
+            # The parameters are validated here before they go to the remote.
+            raise CommandError(
+                f"--modality {options['modality']}: this site has no parameter schema for it"
+            ) from None
         max_tokens = options["max_tokens"]
         if max_tokens is not None and not 1 <= max_tokens <= 1_000_000:
             raise CommandError("--max-tokens must be between 1 and 1000000")
