@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from billing import ledger
 
-from . import pricing
+from . import media, pricing
 from .engine import events, registry
 from .errors import ApiError, from_validation_error
 from .models import AIModel, Job
@@ -107,7 +107,9 @@ def get_job_for_user(user, request_id) -> Job:
         raise ApiError(404, "request_not_found", "No such request.", "request_id") from None
 
 
-def status_document(job: Job) -> dict:
+def status_document(job: Job, base_url: str | None = None) -> dict:
+    """The job as CONTRACT §4 shows it; media links are made absolute on `base_url`
+    (the request's scheme://host; PLAYGROUND_PUBLIC_URL without one)."""
     doc = {
         "request_id": str(job.request_id),
         "model": job.model_slug,
@@ -125,7 +127,7 @@ def status_document(job: Job) -> dict:
                 doc["text"] = live.get("text", "")
     if job.is_terminal:
         doc["cost"] = ledger.fmt(job.cost or 0)
-        doc.update(job.output)
+        doc.update(media.render_output(job.output, job.user_id, base_url))
         if job.usage and job.modality == "text":
             doc["usage"] = {
                 k: job.usage.get(k, 0)

@@ -5,7 +5,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import catalogue, jobs, pricing
+from . import catalogue, jobs, media, pricing
 from .errors import ApiError, error_body
 from .forms import form_fields, parse_form
 from .schemas import json_schema
@@ -62,7 +62,7 @@ def job_page(request, request_id):
         job = jobs.get_job_for_user(request.user, request_id)
     except ApiError:
         raise Http404("No such job") from None
-    doc = jobs.status_document(job)
+    doc = jobs.status_document(job, media.base_url(request))
     return render(request, "playground/job.html", {"job": job, "doc": doc})
 
 

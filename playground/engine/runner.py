@@ -55,6 +55,11 @@ class JobEmitter:
     def metrics(self, **numbers: float) -> None:
         self._send({"type": "metrics", **numbers})
 
+    def store(self, data: bytes, filename: str, content_type: str) -> str:
+        from ..media import save_output
+
+        return save_output(self.job, data, filename, content_type).ref
+
     def canceled(self) -> bool:
         now = time.monotonic()
         if not self._canceled and now >= self._next_cancel_check:
