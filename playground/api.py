@@ -160,7 +160,9 @@ def _submit_or_poll(
     if "model" not in data and "request_id" in data:
         return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
     model = resolve_model(key, data.get("model"), modality)
-    params = jobs.validate_params(model, {k: v for k, v in data.items() if k not in ENVELOPE})
+    params = jobs.validate_params(
+        model, {k: v for k, v in data.items() if k not in ENVELOPE}, user=key.user
+    )
     if idempotency_key is None:
         return jobs.submit_job(key.user, model, params, api_key=key), True, wait
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from billing import ledger
 
-from . import media, pricing
+from . import inputs, media, pricing
 from .engine import events, registry
 from .errors import ApiError, from_validation_error
 from .models import AIModel, Job
@@ -19,13 +19,20 @@ from .schemas import params_for
 log = logging.getLogger(__name__)
 
 
-def validate_params(model: AIModel, data: dict) -> dict:
-    """Validated, normalised parameters; raises ApiError(400) naming the bad field."""
+def validate_params(model: AIModel, data: dict, user=None) -> dict:
+    """Validated, normalised parameters; raises ApiError(400) naming the bad field.
+
+    With `user`, media inputs (URLs, data: URIs) are fetched, checked and stored as the user's
+    files (playground/inputs.py), and the parameters name those files.
+    """
     try:
         params = params_for(model).model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return params.model_dump(mode="json")
+    params = params.model_dump(mode="json")
+    if user is not None:
+        params = inputs.resolve(params_for(model), params, user)
+    return params
 
 
 def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) -> Job:

@@ -44,7 +44,7 @@ def run_model(request, slug):
     model = _model_or_404(slug)
     values = parse_form(json_schema(model), request.POST)
     try:
-        params = jobs.validate_params(model, values)
+        params = jobs.validate_params(model, values, user=request.user)
         job = jobs.submit_job(request.user, model, params)
     except ApiError as exc:
         if request.htmx:
