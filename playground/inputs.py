@@ -168,10 +168,10 @@ def _checked_target(url: str) -> tuple[str, str, int, str]:
     host = parts.hostname
     if not host_allowed(host):
         raise InputError(f"{host} is not on this server's input URL allowlist")
-    default = 443 if parts.scheme == "https" else 80
-    port = parts.port or default
-    if port != default:
-        raise InputError("URLs with a port other than the scheme's default cannot be fetched")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InputError("not a valid URL") from None
     addresses = resolve_host(host, port)
     # Every address must be public: a name with one private record among public ones is a trap.
     if not addresses or not all(is_public_address(a) for a in addresses):
