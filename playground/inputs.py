@@ -158,7 +158,7 @@ def resolve_host(host: str, port: int) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-def _checked_target(url: str) -> tuple[str, str, int, str]:
+def _checked_target(url: str, allowlisted: bool = True) -> tuple[str, str, int, str]:
     """(scheme, host, port, address to connect to) for a URL that may be fetched."""
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
@@ -166,7 +166,7 @@ def _checked_target(url: str) -> tuple[str, str, int, str]:
     if not parts.hostname or parts.username or parts.password:
         raise InputError("not a valid URL")
     host = parts.hostname
-    if not host_allowed(host):
+    if allowlisted and not host_allowed(host):
         raise InputError(f"{host} is not on this server's input URL allowlist")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -179,14 +179,17 @@ def _checked_target(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, host, port, addresses[0]
 
 
-def fetch(url: str) -> bytes:
-    """The body at `url`, within PLAYGROUND_MAX_UPLOAD_BYTES and PLAYGROUND_INPUT_FETCH_TIMEOUT."""
+def fetch(url: str, allowlisted: bool = True) -> bytes:
+    """The body at `url`, within PLAYGROUND_MAX_UPLOAD_BYTES and PLAYGROUND_INPUT_FETCH_TIMEOUT.
+
+    `allowlisted=False` skips the allowlist (for links an upstream model answered with); the
+    address checks stay."""
     limit = settings.PLAYGROUND_MAX_UPLOAD_BYTES
     timeout = settings.PLAYGROUND_INPUT_FETCH_TIMEOUT
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            scheme, host, port, address = _checked_target(url)
+            scheme, host, port, address = _checked_target(url, allowlisted)
             parts = urlsplit(url)
             literal = f"[{address}]" if ":" in address else address
             pinned = f"{scheme}://{literal}:{port}{parts.path or '/'}"

@@ -34,6 +34,10 @@ def backend_for(model) -> Backend:
         from .openai_backend import OpenAIBackend
 
         backend = OpenAIBackend({"timeout": settings.PLAYGROUND_UPSTREAM_TIMEOUT, **model.config})
+        if model.modality == "image":
+            from .upstream_images import UpstreamImages
+
+            return UpstreamImages(backend)
         return UpstreamEmbeddings(backend) if model.modality == "embedding" else backend
     raise LookupError(f"unknown backend {model.backend!r}")
 
