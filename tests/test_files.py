@@ -79,6 +79,17 @@ def test_upload_over_the_limit_is_413(client, alice_key, settings):
     assert MediaFile.objects.count() == 0
 
 
+def test_upload_far_over_the_limit_is_refused_before_reading(client, alice_key, settings):
+    settings.PLAYGROUND_MAX_UPLOAD_BYTES = 1000
+    response = client.post(
+        "/v1/files",
+        {"file": io.BytesIO(b"x" * 200_000), "purpose": "input"},
+        HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
 def test_fine_tune_files_are_json_lines(client, alice_key):
     good = b'{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n'
     doc = upload(client, alice_key, good, name="train.jsonl", purpose="fine-tune").json()

@@ -3,6 +3,7 @@
 import base64
 import io
 import os
+import shutil
 import tempfile
 import wave
 from decimal import Decimal
@@ -215,7 +216,7 @@ def test_music_end_to_end(api, client, alice_key, alice_with_credits):
     assert ledger.balances(alice_with_credits)[0] == Decimal("9.997")
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/espeak-ng"), reason="needs espeak-ng")
+@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="needs espeak-ng (CI installs it)")
 def test_speech_end_to_end(api, client, alice_key, alice_with_credits):
     doc = generate(
         api, alice_key, "audio", model="espeak-tts",
@@ -300,8 +301,8 @@ def test_cancel_mid_run_stops_and_charges_nothing(
 
 
 def test_speech_cancel_stops_espeak(monkeypatch):
-    if not os.path.exists("/usr/bin/espeak-ng"):
-        pytest.skip("needs espeak-ng")
+    if not shutil.which("espeak-ng"):
+        pytest.skip("needs espeak-ng (CI installs it)")
     from playground.engine.audiogen import SpeechBackend
 
     emit = Recorder(cancel_at=1)
@@ -309,3 +310,32 @@ def test_speech_cancel_stops_espeak(monkeypatch):
     with pytest.raises(Canceled):
         SpeechBackend({}).run(params, emit)
     assert emit.progress_values == [0.25] and not emit.files
+
+
+def test_files_of_a_job_canceled_after_storing_some_are_deleted(
+    api, alice_key, alice_with_credits, monkeypatch
+):
+    monkeypatch.setattr(registry, "enqueue", lambda job: None)
+    monkeypatch.setattr(runner, "CANCEL_CHECK_SECONDS", 0)
+    body = {"model": "procedural-image", "prompt": "sea", "width": 64, "height": 64,
+            "num_images": 2, "steps": 2}  # fmt: skip
+    rid = api.post("/v1/generate-image", body, key=alice_key).json()["request_id"]
+    job = Job.objects.get(request_id=rid)
+    stored = []
+    original = runner.JobEmitter.store
+
+    def store(self, data, filename, content_type):
+        ref = original(self, data, filename, content_type)
+        stored.append(MediaFile.objects.get(public_id=ref.split("/")[0]).name)
+        jobs.cancel_job(Job.objects.get(pk=job.pk))  # canceled right after the first image
+        return ref
+
+    monkeypatch.setattr(runner.JobEmitter, "store", store)
+    runner.run_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.CANCELED and len(stored) == 1
+    assert not MediaFile.objects.filter(job=job).exists()
+    from playground import media
+
+    assert not media.storage().exists(stored[0])
+    assert ledger.balances(alice_with_credits) == (Decimal("10"), Decimal("10"))

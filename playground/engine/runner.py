@@ -85,6 +85,7 @@ def run_job(job_id: int) -> None:
         result = registry.backend_for(job.model).run(job.params, emit)
     except Canceled:
         # cancel_job already moved the job to canceled and released its hold.
+        discard_outputs(job)
         return
     except BackendError as exc:
         partial = getattr(exc, "usage", None)
@@ -135,6 +136,15 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
         )
         if changed:
             ledger.settle(job, cost)
+    if not changed or status != Job.SUCCESS:
+        discard_outputs(job)  # files of a job that did not succeed (or was canceled meanwhile)
     if changed:
         job.refresh_from_db()
         events.publish_result(job.request_id, status_document(job))
+
+
+def discard_outputs(job) -> None:
+    """Deletes the files a job stored (rows now, bytes once that commits)."""
+    from ..models import MediaFile
+
+    MediaFile.objects.filter(job=job).delete()
