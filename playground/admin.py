@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import AIModel, Job
+from .models import AIModel, Job, MediaFile
 
 
 @admin.register(AIModel)
@@ -25,6 +25,17 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ["status", "modality"]
     search_fields = ["request_id", "model_slug", "user__email"]
     readonly_fields = [f.name for f in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(MediaFile)
+class MediaFileAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "user", "purpose", "filename", "content_type", "bytes", "created"]
+    list_filter = ["purpose", "content_type"]
+    search_fields = ["public_id", "user__email", "filename"]
+    readonly_fields = [f.name for f in MediaFile._meta.fields]
 
     def has_add_permission(self, request):
         return False

@@ -21,7 +21,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from billing import ledger
 
-from . import catalogue, idempotency, jobs, pricing
+from . import catalogue, idempotency, jobs, media, pricing
 from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
@@ -160,7 +160,9 @@ def _submit_or_poll(
     if "model" not in data and "request_id" in data:
         return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
     model = resolve_model(key, data.get("model"), modality)
-    params = jobs.validate_params(model, {k: v for k, v in data.items() if k not in ENVELOPE})
+    params = jobs.validate_params(
+        model, {k: v for k, v in data.items() if k not in ENVELOPE}, user=key.user
+    )
     if idempotency_key is None:
         return jobs.submit_job(key.user, model, params, api_key=key), True, wait
 
@@ -171,19 +173,19 @@ def _submit_or_poll(
     return job, created, wait
 
 
-def _refresh(job: Job) -> tuple[Job, dict]:
+def _refresh(job: Job, base: str | None = None) -> tuple[Job, dict]:
     job.refresh_from_db()
-    return job, jobs.status_document(job)
+    return job, jobs.status_document(job, base)
 
 
-async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
+async def wait_until_done(job: Job, timeout: float, base: str | None = None) -> tuple[Job, dict]:
     """Wait for the job's result event (or the timeout); returns the job and its document."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with events.JobListener(job.request_id) as listener:
         while True:
             # Checked after joining the group, so a result published meanwhile is not missed.
-            job, doc = await sync_to_async(_refresh)(job)
+            job, doc = await sync_to_async(_refresh)(job, base)
             if job.is_terminal or loop.time() >= deadline:
                 return job, doc
             while True:
@@ -203,7 +205,9 @@ def _generate_view(modality: str):
             request.api_key, modality, data, idem
         )
         if wait:
-            job, doc = await wait_until_done(job, settings.PLAYGROUND_WAIT_SECONDS)
+            job, doc = await wait_until_done(
+                job, settings.PLAYGROUND_WAIT_SECONDS, media.base_url(request)
+            )
             return JsonResponse(doc, status=200 if job.is_terminal else 202)
         if submitted:
             return JsonResponse(
@@ -214,7 +218,7 @@ def _generate_view(modality: str):
                     "created": int(job.created.timestamp()),
                 }
             )
-        return JsonResponse(await sync_to_async(jobs.status_document)(job))
+        return JsonResponse(await sync_to_async(jobs.status_document)(job, media.base_url(request)))
 
     generate.__name__ = f"generate_{modality}"
     return generate
@@ -236,13 +240,14 @@ for _modality in ("text", "image", "video", "audio"):
 
 @api.get("/requests/{request_id}", auth=bearer, tags=["requests"], summary="Get a job")
 def get_request(request, request_id: str):
-    return jobs.status_document(jobs.get_job_for_user(request.api_key.user, request_id))
+    job = jobs.get_job_for_user(request.api_key.user, request_id)
+    return jobs.status_document(job, media.base_url(request))
 
 
 @api.post("/requests/{request_id}/cancel", auth=bearer, tags=["requests"], summary="Cancel a job")
 def cancel_request(request, request_id: str):
     job = jobs.get_job_for_user(request.api_key.user, request_id)
-    return jobs.status_document(jobs.cancel_job(job))
+    return jobs.status_document(jobs.cancel_job(job), media.base_url(request))
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
@@ -282,7 +287,7 @@ def list_requests(
     page = page[:limit]
     return {
         "object": "list",
-        "data": [jobs.status_document(j) for j in page],
+        "data": [jobs.status_document(j, media.base_url(request)) for j in page],
         "has_more": has_more,
         "next_cursor": _encode_cursor(page[-1]) if has_more else None,
     }

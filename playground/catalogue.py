@@ -37,6 +37,76 @@ BUILTIN = [
         "per_1k_output": Decimal("0"),
         "max_tokens_limit": 0,
     },
+    {
+        "slug": "procedural-image",
+        "name": "Procedural images (prompt-driven shapes and colours)",
+        "description": (
+            "Built-in demo model. Not a neural network: the prompt's colour words (red, ocean, "
+            "sunset…), light words (night, bright, pastel) and scene words (sun, moon, "
+            "mountains, sea, city, forest, stars) compose a picture with Pillow, laid out by "
+            "the seed; each refinement step adds finer detail. Same prompt, seed, size and "
+            "steps, same picture. PNG or WebP, offline, in milliseconds."
+        ),
+        "modality": "image",
+        "backend": "procedural",
+        "per_request": Decimal("0"),
+        "per_1k_input": Decimal("0"),
+        "per_1k_output": Decimal("0"),
+        "per_image": Decimal("0.002"),
+        "max_tokens_limit": 0,
+    },
+    {
+        "slug": "animate-video",
+        "name": "Image-to-video (camera moves)",
+        "description": (
+            "Built-in demo model. Not a neural network: it animates your picture into an "
+            "H.264 MP4 with the camera moves and effects the prompt names (zoom in/out, pan "
+            "left/right/up/down, rotate, parallax, warm or cool colour drift, pulse); "
+            "negative_prompt switches moves off and guidance sets their strength. Billed per "
+            "second of video."
+        ),
+        "modality": "video",
+        "backend": "animate",
+        "per_request": Decimal("0"),
+        "per_1k_input": Decimal("0"),
+        "per_1k_output": Decimal("0"),
+        "per_second": Decimal("0.01"),
+        "max_tokens_limit": 0,
+    },
+    {
+        "slug": "espeak-tts",
+        "name": "Text to speech (espeak-ng)",
+        "description": (
+            "Built-in demo model. Speaks your text with espeak-ng, the formant synthesiser "
+            "(robotic but clear, many languages), as a WAV file. Needs the espeak-ng program "
+            "on the server. Billed per second of speech."
+        ),
+        "modality": "audio",
+        "backend": "espeak",
+        "per_request": Decimal("0"),
+        "per_1k_input": Decimal("0"),
+        "per_1k_output": Decimal("0"),
+        "per_second": Decimal("0.0005"),
+        "max_tokens_limit": 0,
+    },
+    {
+        "slug": "synth-music",
+        "name": "Prompt-to-music synth",
+        "description": (
+            "Built-in demo model. Not a neural network: the prompt's words set the tempo "
+            '(slow, dance, or "90 bpm"), the key ("in D", "A minor"; sad or dark pick '
+            "minor) and the instrument (piano, organ, strings, bells, flute, synth, guitar; "
+            "drums for a beat); the seed writes the melody over a four-chord progression. "
+            "WAV, billed per second."
+        ),
+        "modality": "audio",
+        "backend": "synth",
+        "per_request": Decimal("0"),
+        "per_1k_input": Decimal("0"),
+        "per_1k_output": Decimal("0"),
+        "per_second": Decimal("0.001"),
+        "max_tokens_limit": 0,
+    },
 ]
 BUILTIN_SLUGS = {m["slug"] for m in BUILTIN}
 

@@ -3,10 +3,12 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import jobs, ratelimit
+from . import jobs, media, ratelimit
 from .auth import key_from_header
 from .engine import events
 from .errors import ApiError
+
+MEDIA_KEYS = ("images", "video", "audio_url")
 
 
 @database_sync_to_async
@@ -33,11 +35,11 @@ def _user_from_scope(scope):
 
 
 @database_sync_to_async
-def _snapshot(user, request_id):
+def _snapshot(user, request_id, base=None):
     """(document, terminal, seq) for the user's job; ApiError 404 when not theirs."""
     job = jobs.get_job_for_user(user, request_id)
     live = events.live_state(job.request_id) if job.status == job.RUNNING else None
-    return jobs.status_document(job), job.is_terminal, (live or {}).get("seq", 0)
+    return jobs.status_document(job, base), job.is_terminal, (live or {}).get("seq", 0)
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):
@@ -53,8 +55,10 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         await events.keep_listening(self.channel_layer)
         # Join before reading the snapshot: nothing published in between is lost.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.user, self.request_id = user, request_id
+        self.base = media.base_url_from_scope(self.scope)
         try:
-            document, terminal, self.seq = await _snapshot(user, request_id)
+            document, terminal, self.seq = await _snapshot(user, request_id, self.base)
         except ApiError:
             await self.close(code=4404)
             return
@@ -70,6 +74,11 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         if event["seq"] <= self.seq:
             return
         self.seq = event["seq"]
-        await self.send_json(event["payload"])
+        payload = event["payload"]
+        if payload["type"] == "result" and any(k in payload["job"] for k in MEDIA_KEYS):
+            # The worker made its links without knowing our host; make them for this client.
+            document, _, _ = await _snapshot(self.user, self.request_id, self.base)
+            payload = {**payload, "job": document}
+        await self.send_json(payload)
         if event["payload"]["type"] == "result":
             await self.close(code=1000)

@@ -37,6 +37,9 @@ def error_body(status: int, code: str, message: str, param: str | None = None) -
 
 def loc_to_param(loc) -> str | None:
     """A pydantic error location as the contract's dotted path (`messages.0.content`)."""
+    loc = list(loc)
+    if len(loc) > 1 and loc[0] in ("file", "form", "header", "cookie"):
+        loc = loc[1:]  # ninja's source of a multipart or header parameter, not a field
     parts = [str(p) for p in loc if p not in ("body", "payload", "query", "path")]
     return ".".join(parts) or None
 

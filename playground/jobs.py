@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from billing import ledger
 
-from . import pricing
+from . import inputs, media, pricing
 from .engine import events, registry
 from .errors import ApiError, from_validation_error
 from .models import AIModel, Job
@@ -19,13 +19,20 @@ from .schemas import params_for
 log = logging.getLogger(__name__)
 
 
-def validate_params(model: AIModel, data: dict) -> dict:
-    """Validated, normalised parameters; raises ApiError(400) naming the bad field."""
+def validate_params(model: AIModel, data: dict, user=None) -> dict:
+    """Validated, normalised parameters; raises ApiError(400) naming the bad field.
+
+    With `user`, media inputs (URLs, data: URIs) are fetched, checked and stored as the user's
+    files (playground/inputs.py), and the parameters name those files.
+    """
     try:
         params = params_for(model).model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return params.model_dump(mode="json")
+    params = params.model_dump(mode="json")
+    if user is not None:
+        params = inputs.resolve(params_for(model), params, user)
+    return params
 
 
 def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) -> Job:
@@ -108,7 +115,9 @@ def get_job_for_user(user, request_id) -> Job:
         raise ApiError(404, "request_not_found", "No such request.", "request_id") from None
 
 
-def status_document(job: Job) -> dict:
+def status_document(job: Job, base_url: str | None = None) -> dict:
+    """The job as CONTRACT §4 shows it; media links are made absolute on `base_url`
+    (the request's scheme://host; PLAYGROUND_PUBLIC_URL without one)."""
     doc = {
         "request_id": str(job.request_id),
         "model": job.model_slug,
@@ -126,7 +135,7 @@ def status_document(job: Job) -> dict:
                 doc["text"] = live.get("text", "")
     if job.is_terminal:
         doc["cost"] = ledger.fmt(job.cost or 0)
-        doc.update(job.output)
+        doc.update(media.render_output(job.output, job.user_id, base_url))
         if job.usage and job.modality == "text":
             doc["usage"] = {
                 k: job.usage.get(k, 0)

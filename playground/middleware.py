@@ -29,9 +29,13 @@ class ApiErrorMiddleware:
         if not request.path.startswith("/v1/"):
             return self.get_response(request)
         length = request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > settings.PLAYGROUND_MAX_BODY_BYTES:
-            if not request.content_type.startswith("multipart/"):
-                return self._error(413)
+        limit = settings.PLAYGROUND_MAX_BODY_BYTES
+        if request.content_type.startswith("multipart/"):
+            # Uploads have their own limit (plus room for the multipart envelope), refused
+            # here before the body is read.
+            limit = settings.PLAYGROUND_MAX_UPLOAD_BYTES + 64 * 1024
+        if length.isdigit() and int(length) > limit:
+            return self._error(413)
         response = self.get_response(request)
         if response.status_code >= 400 and not _is_json(response):
             converted = self._error(response.status_code)

@@ -154,3 +154,37 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class MediaFile(models.Model):
+    """A stored file: an upload (`POST /v1/files`) or a job's output. Private to its owner."""
+
+    INPUT, FINE_TUNE, OUTPUT = "input", "fine-tune", "output"
+    PURPOSES = [(p, p) for p in (INPUT, FINE_TUNE, OUTPUT)]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="media_files"
+    )
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.CASCADE, related_name="files"
+    )
+    purpose = models.CharField(max_length=16, choices=PURPOSES)
+    # The name in the storage backend; never shown (URLs carry public_id and filename).
+    name = models.CharField(max_length=300)
+    filename = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=100)
+    bytes = models.PositiveBigIntegerField()
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["user", "purpose", "-created"])]
+
+    def __str__(self):
+        return f"{self.public_id}/{self.filename}"
+
+    @property
+    def ref(self) -> str:
+        """How job outputs and parameters name this file: `<public_id>/<filename>`."""
+        return f"{self.public_id}/{self.filename}"

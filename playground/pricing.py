@@ -22,7 +22,23 @@ def worst_case(model, params: dict, prompt_tokens: int) -> Decimal:
     usage = {"prompt_tokens": prompt_tokens}
     if model.modality == "text":
         usage["completion_tokens"] = params["max_tokens"]
+    elif model.modality == "image":
+        usage["images"] = params["num_images"]
+    elif model.modality == "video":
+        usage["seconds"] = round(params["num_frames"] / params["fps"], 3)
+    elif model.modality == "audio":
+        usage["seconds"] = media_seconds_bound(model, params)
     return charge(model, usage)
+
+
+def media_seconds_bound(model, params: dict) -> float:
+    """The most seconds of audio a job can make: the asked duration, or for speech a bound
+    from the text's length (an actual charge above the hold is capped at the hold)."""
+    if "duration" in params:
+        return params["duration"]
+    from .engine.audiogen import speech_seconds_bound
+
+    return speech_seconds_bound(params)
 
 
 def pricing_document(model) -> dict:

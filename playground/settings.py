@@ -282,3 +282,43 @@ if PLAYGROUND_JOB_HARD_TIME_LIMIT <= PLAYGROUND_JOB_TIME_LIMIT:
 PLAYGROUND_REAPER_INTERVAL = envfloat("PLAYGROUND_REAPER_INTERVAL", 60)
 PLAYGROUND_REAPER_GRACE = envfloat("PLAYGROUND_REAPER_GRACE", 60)
 PLAYGROUND_REQUEUE_AFTER = envfloat("PLAYGROUND_REQUEUE_AFTER", 600)
+
+# Media: generated outputs and uploaded inputs, through Django's storage API. Local files under
+# PLAYGROUND_DATA_DIR/media by default; any S3-compatible store when PLAYGROUND_S3_BUCKET is set
+# (credentials from boto3's usual sources: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile
+# or an instance role). Either way files are private and served only by signed, expiring links.
+PLAYGROUND_S3_BUCKET = env("PLAYGROUND_S3_BUCKET")
+if PLAYGROUND_S3_BUCKET:
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": PLAYGROUND_S3_BUCKET,
+            "endpoint_url": env("PLAYGROUND_S3_ENDPOINT_URL") or None,
+            "region_name": env("PLAYGROUND_S3_REGION") or None,
+            "location": env("PLAYGROUND_S3_PREFIX"),
+            "addressing_style": env("PLAYGROUND_S3_ADDRESSING_STYLE") or None,
+            "default_acl": "private",
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
+else:
+    _media_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": DATA_DIR / "media", "base_url": "/media/"},
+    }
+STORAGES = {
+    "default": _media_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Used for absolute media URLs where no request tells the host (e.g. events sent by a worker).
+PLAYGROUND_PUBLIC_URL = env("PLAYGROUND_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+PLAYGROUND_MEDIA_URL_SECONDS = envint("PLAYGROUND_MEDIA_URL_SECONDS", 24 * 3600)
+PLAYGROUND_MAX_UPLOAD_BYTES = envint("PLAYGROUND_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+# https URLs whose host is on this list may be given as media inputs: exact hosts, or
+# ".example.com" for the domain and its subdomains. Empty: no URL inputs from other sites.
+PLAYGROUND_INPUT_URL_ALLOWLIST = [
+    h.strip().lower() for h in env("PLAYGROUND_INPUT_URL_ALLOWLIST").split(",") if h.strip()
+]
+PLAYGROUND_INPUT_FETCH_TIMEOUT = envint("PLAYGROUND_INPUT_FETCH_TIMEOUT", 10)
+PLAYGROUND_ESPEAK_BIN = env("PLAYGROUND_ESPEAK_BIN", "espeak-ng")

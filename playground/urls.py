@@ -4,6 +4,8 @@ from django.urls import include, path, re_path
 from accounts import views as account_views
 
 from . import (
+    files_api,  # noqa: F401  (registers /v1/files on `api`)
+    media,
     openai_api,  # noqa: F401  (registers the OpenAI-compatible routes on `api`)
     views,
 )
@@ -25,6 +27,7 @@ urlpatterns = [
     path("account/delete/", account_views.delete_account, name="delete-account"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    path("media/<uuid:public_id>/<str:filename>", media.serve, name="media"),
     path("v1/", api.urls),
     # Anything else under /v1 is a JSON 404, not an HTML page.
     re_path(r"^v1/", views.api_not_found),

@@ -5,7 +5,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import catalogue, jobs, pricing
+from . import catalogue, jobs, media, pricing
 from .errors import ApiError, error_body
 from .forms import form_fields, parse_form
 from .schemas import json_schema
@@ -44,7 +44,7 @@ def run_model(request, slug):
     model = _model_or_404(slug)
     values = parse_form(json_schema(model), request.POST)
     try:
-        params = jobs.validate_params(model, values)
+        params = jobs.validate_params(model, values, user=request.user)
         job = jobs.submit_job(request.user, model, params)
     except ApiError as exc:
         if request.htmx:
@@ -62,7 +62,7 @@ def job_page(request, request_id):
         job = jobs.get_job_for_user(request.user, request_id)
     except ApiError:
         raise Http404("No such job") from None
-    doc = jobs.status_document(job)
+    doc = jobs.status_document(job, media.base_url(request))
     return render(request, "playground/job.html", {"job": job, "doc": doc})
 
 

@@ -39,7 +39,8 @@ class Request:
 
 
 class FakeOpenAI:
-    """Serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models."""
+    """Serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/images/generations
+    and /v1/models."""
 
     def __init__(self):
         self.mode = "ok"
@@ -50,6 +51,10 @@ class FakeOpenAI:
         self.fail_count = 1  # requests that "error429-then-ok" refuses
         self.retry_after: str | None = "0"  # Retry-After sent with a 429
         self.usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+        # /v1/images/generations answers with "b64_json", or with "url" links served by
+        # GET /v1/generated/<n>.png (as some servers do whatever response_format says)
+        self.image_response = "b64_json"
+        self.generated: dict[str, bytes] = {}
         self.requests: list[Request] = []
         self.disconnected = threading.Event()  # a client hung up while we were streaming
         self._stopping = threading.Event()
@@ -98,6 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(None)
         if self.path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+        elif self.path in self.fake.generated:
+            data = self.fake.generated[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._send_json(404, {"error": {"message": "not found"}})
 
@@ -125,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         if self.path == "/v1/embeddings":
             return self._send_json(200, _embeddings(body))
+        if self.path == "/v1/images/generations":
+            return self._send_json(200, self._images(body))
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             return self._send_json(404, {"error": {"message": "not found"}})
         chat = self.path == "/v1/chat/completions"
@@ -134,6 +148,27 @@ class _Handler(BaseHTTPRequestHandler):
         choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
         choice.update(index=0, finish_reason="stop")
         self._send_json(200, {"model": body.get("model"), "choices": [choice], "usage": fake.usage})
+
+    def _images(self, body: dict[str, Any]) -> dict[str, Any]:
+        """n PNGs of the asked size, each a flat colour (index-dependent)."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        width, height = (int(v) for v in body.get("size", "256x256").split("x"))
+        data = []
+        for i in range(int(body.get("n", 1))):
+            buffer = io.BytesIO()
+            Image.new("RGB", (width, height), (40 * i, 120, 200)).save(buffer, "PNG")
+            if self.fake.image_response == "url":
+                path = f"/v1/generated/{len(self.fake.generated)}.png"
+                self.fake.generated[path] = buffer.getvalue()
+                host, port = self.server.server_address[:2]
+                data.append({"url": f"http://{host}:{port}{path}"})
+            else:
+                data.append({"b64_json": base64.b64encode(buffer.getvalue()).decode()})
+        return {"created": int(time.time()), "data": data}
 
     def _stream(self, chat: bool, body: dict[str, Any]) -> None:
         fake, mode = self.fake, self.fake.mode

@@ -5,7 +5,10 @@ real thing; the in-process engine, channel layer and cache stay in memory. Black
 tests/live.py start real servers with playground.settings instead.
 """
 
+import atexit
 import hashlib
+import shutil
+import tempfile
 
 from playground.settings import *  # noqa: F403
 
@@ -24,3 +27,13 @@ _checkout = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:8]  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": f"test_playground_{_checkout}"}  # noqa: F405
 # pytest-django's database setup and teardown want plain connections, not the pool.
 DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
+# Media written by tests goes to a scratch folder, never into var/.
+_media = tempfile.mkdtemp(prefix="pg-test-media-")
+atexit.register(shutil.rmtree, _media, True)
+STORAGES = {  # noqa: F405
+    **STORAGES,  # noqa: F405
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": _media},
+    },
+}

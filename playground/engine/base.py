@@ -38,6 +38,10 @@ class Emitter(Protocol):
 
     def canceled(self) -> bool: ...
 
+    def store(self, data: bytes, filename: str, content_type: str) -> str:
+        """Saves an output file of the job; returns its ref for the output (`{"file": ref}`)."""
+        ...
+
 
 class Backend(Protocol):
     """Constructed with the catalogue entry's `config` dict; `run` gets validated parameters."""

@@ -121,6 +121,32 @@ class OpenAIBackend:
             _scrub(exc, secrets)
             raise
 
+    def generate_images(self, body: dict[str, Any], emit: Emitter | None = None) -> dict:
+        """POSTs `body` (with our upstream model name) to /images/generations; the JSON reply."""
+        key = self._api_key()
+        secrets = [s for s in (key, self._url_password) if s]
+        body = {**body, "model": self.model}
+
+        def attempt() -> dict:
+            try:
+                response = client.post(self.base_url + "/images/generations", json=body)
+                self._check_status(response)
+                payload = response.json()
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, self.timeout) from None
+            except ValueError:
+                raise BackendError("upstream_error", "upstream sent a malformed reply") from None
+            if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+                raise BackendError("upstream_error", "upstream sent no images")
+            return payload
+
+        try:
+            with self._client(key, stream=False) as client:
+                return self._with_retries(attempt, emit, secrets)
+        except BackendError as exc:
+            _scrub(exc, secrets)
+            raise
+
     def _api_key(self) -> str | None:
         # Read at call time and never kept, so rotating the variable needs no restart.
         if not self.api_key_env:

@@ -14,10 +14,30 @@ def backend_for(model) -> Backend:
         from .embeddings import HashingEmbeddingBackend
 
         return HashingEmbeddingBackend(model.config)
+    if model.backend == "procedural":
+        from .imagegen import ProceduralImageBackend
+
+        return ProceduralImageBackend(model.config)
+    if model.backend == "animate":
+        from .videogen import ImageToVideoBackend
+
+        return ImageToVideoBackend(model.config)
+    if model.backend == "espeak":
+        from .audiogen import SpeechBackend
+
+        return SpeechBackend(model.config)
+    if model.backend == "synth":
+        from .audiogen import MusicBackend
+
+        return MusicBackend(model.config)
     if model.backend == "openai":
         from .openai_backend import OpenAIBackend
 
         backend = OpenAIBackend({"timeout": settings.PLAYGROUND_UPSTREAM_TIMEOUT, **model.config})
+        if model.modality == "image":
+            from .upstream_images import UpstreamImages
+
+            return UpstreamImages(backend)
         return UpstreamEmbeddings(backend) if model.modality == "embedding" else backend
     if model.backend == "playground":
         from .queue_backend import QueueBackend

@@ -59,6 +59,11 @@ class JobEmitter:
     def metrics(self, **numbers: float) -> None:
         self._send({"type": "metrics", **numbers})
 
+    def store(self, data: bytes, filename: str, content_type: str) -> str:
+        from ..media import save_output
+
+        return save_output(self.job, data, filename, content_type).ref
+
     def canceled(self) -> bool:
         """True once the job was canceled or ran out of time: the backend should stop."""
         now = time.monotonic()
@@ -90,6 +95,7 @@ def run_job(job_id: int) -> None:
         if emit.timed_out or isinstance(exc, SoftTimeLimitExceeded):
             finish(job, Job.FAILED, error=time_limit_error(soft))
         # Otherwise cancel_job already moved the job to canceled and released its hold.
+        discard_outputs(job)
         return
     except BackendError as exc:
         partial = getattr(exc, "usage", None)
@@ -170,6 +176,15 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
         )
         if changed:
             ledger.settle(job, cost)
+    if not changed or status != Job.SUCCESS:
+        discard_outputs(job)  # files of a job that did not succeed (or was canceled meanwhile)
     if changed:
         job.refresh_from_db()
         events.publish_result(job.request_id, status_document(job))
+
+
+def discard_outputs(job) -> None:
+    """Deletes the files a job stored (rows now, bytes once that commits)."""
+    from ..models import MediaFile
+
+    MediaFile.objects.filter(job=job).delete()

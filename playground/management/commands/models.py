@@ -86,9 +86,6 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--base-url {options['base_url']!r} is not an http(s) URL"
             ) from None
-        if options["modality"] == "image":
-            # Images need media storage and signed URLs first (the engine's media outputs).
-            raise CommandError("--modality image: not supported yet (text and embedding are)")
         env_name = options["api_key_env"]
         if env_name and not env_name.replace("_", "").isalnum():
             raise CommandError(f"--api-key-env {env_name!r} is not an environment variable name")
