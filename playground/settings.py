@@ -258,3 +258,30 @@ PLAYGROUND_WAIT_SECONDS = envint("PLAYGROUND_WAIT_SECONDS", 60)
 PLAYGROUND_UPSTREAM_TIMEOUT = envint("PLAYGROUND_UPSTREAM_TIMEOUT", 60)
 PLAYGROUND_MAX_BODY_BYTES = envint("PLAYGROUND_MAX_BODY_BYTES", 1024 * 1024)
 PLAYGROUND_JOB_TIME_LIMIT = envint("PLAYGROUND_JOB_TIME_LIMIT", 600)
+
+# Billing (issue #4): Stripe top-ups work only when both keys are set.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
+PLAYGROUND_CREDIT_CURRENCY = env("PLAYGROUND_CREDIT_CURRENCY", "usd").lower()
+# Where emails sent from workers link to (no request there to build a URL from).
+PLAYGROUND_SITE_URL = env("PLAYGROUND_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def _credit_packs(text: str) -> list[tuple[Decimal, int]]:
+    """`CREDITS=PRICE,...` (e.g. `10=5,50=20.00`) → [(credits, price in cents)]."""
+    packs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            credits, price = (Decimal(x.strip()) for x in item.split("="))
+        except (ValueError, InvalidOperation):
+            raise ImproperlyConfigured(
+                f"PLAYGROUND_CREDIT_PACKS: {item!r} is not CREDITS=PRICE"
+            ) from None
+        cents = price * 100
+        if credits <= 0 or cents < 1 or cents != cents.to_integral_value():
+            raise ImproperlyConfigured(f"PLAYGROUND_CREDIT_PACKS: bad pack {item!r}")
+        packs.append((credits, int(cents)))
+    return packs
+
+
+PLAYGROUND_CREDIT_PACKS = _credit_packs(env("PLAYGROUND_CREDIT_PACKS", "10=5,50=20,200=70"))

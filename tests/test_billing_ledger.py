@@ -1,4 +1,4 @@
-"""Ledger completeness: every row names what it is for; grants, adjustments, operator grants, prices."""
+"""Ledger completeness: each row names what it is for; grants, adjustments, operator grants."""
 
 from decimal import Decimal
 
