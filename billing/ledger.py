@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from .models import CreditAccount, LedgerEntry
+from .models import CreditAccount, LedgerEntry, UsageDay
 
 QUANTUM = Decimal("0.000001")
 
@@ -255,13 +255,14 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
             reason=reason or f"{job.model_slug}: hold released",
         )
         if charged:
-            LedgerEntry.objects.create(
+            entry = LedgerEntry.objects.create(
                 account=account,
                 kind="capture",
                 amount=-charged,
                 job=job,
                 reason=f"{job.model_slug}: charged for usage",
             )
+            _add_usage(account, entry.created.date(), job, charged)
         account.available += held - charged
         account.held -= held
         fields = ["available", "held"]
@@ -269,6 +270,22 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
             fields.append("low_balance_armed")
         account.save(update_fields=fields)
         return charged
+
+
+def _add_usage(account: CreditAccount, day, job, charged: Decimal) -> None:
+    """Add a charge to the day's rollup (the account lock serialises this read-then-write)."""
+    from django.db.models import F
+
+    key = {
+        "account": account,
+        "day": day,
+        "model_slug": job.model_slug,
+        "api_key_id": job.api_key_id,
+    }
+    if not UsageDay.objects.filter(**key).update(
+        jobs=F("jobs") + 1, credits=F("credits") + charged
+    ):
+        UsageDay.objects.create(**key, jobs=1, credits=charged)
 
 
 def _rearm(account: CreditAccount) -> bool:

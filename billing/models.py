@@ -195,3 +195,27 @@ class LedgerEntry(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.amount}"
+
+
+class UsageDay(models.Model):
+    """What an account was charged per UTC day, model and API key: the usage charts' rollup.
+
+    Kept by `ledger.settle` in the charge's own transaction (under the account lock), so it
+    always equals the sum of the capture rows; the charts then read at most a few hundred rows
+    whatever the size of the ledger.
+    """
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    model_slug = models.CharField(max_length=100)
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    jobs = models.PositiveIntegerField(default=0)
+    credits = models.DecimalField(default=Decimal(0), **MONEY)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "day"])]
+
+    def __str__(self):
+        return f"{self.day} {self.model_slug} {self.credits}"

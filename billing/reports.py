@@ -1,13 +1,14 @@
 """What the billing page and its CSV exports read: all aggregates are computed in SQL."""
 
 import uuid
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
+from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import LedgerEntry
+from .models import LedgerEntry, UsageDay
 
 PAGE_SIZE = 50
 KINDS = {k for k, _ in LedgerEntry.KINDS}
@@ -49,63 +50,84 @@ def transactions_page(account, q: str = "", before: int | None = None, size: int
 
 
 def daily_usage(account, days: int = 30, now=None):
-    """Credits charged per UTC day and model over the last `days` days.
+    """Credits charged per UTC day and model over the last `days` days (from the rollup).
 
-    Returns (day list oldest first, {model: [amount per day]}, total).
+    Returns (day list oldest first, {model: [amount per day]} biggest first, total).
     """
     today = (now or timezone.now()).date()
     first = today - timedelta(days=days - 1)
-    start = datetime.combine(first, time.min, tzinfo=UTC)
     rows = (
-        LedgerEntry.objects.filter(account=account, kind="capture", created__gte=start)
-        .annotate(day=TruncDate("created"))
-        .values("day", "job__model_slug")
-        .annotate(total=Sum("amount"))
+        UsageDay.objects.filter(account=account, day__gte=first)
+        .values("day", "model_slug")
+        .annotate(total=Sum("credits"))
         .order_by()
     )
     day_list = [first + timedelta(days=i) for i in range(days)]
     index = {d: i for i, d in enumerate(day_list)}
     series: dict[str, list] = {}
-    total = 0
+    total = Decimal(0)
     for row in rows:
         if row["day"] not in index:
             continue
-        model = row["job__model_slug"] or "(deleted job)"
-        amounts = series.setdefault(model, [0] * days)
-        amounts[index[row["day"]]] += -row["total"]
-        total += -row["total"]
-    # Biggest spenders first, so colours and the legend are stable for the top models.
+        amounts = series.setdefault(row["model_slug"], [Decimal(0)] * days)
+        amounts[index[row["day"]]] += row["total"]
+        total += row["total"]
     ordered = dict(sorted(series.items(), key=lambda kv: -sum(kv[1])))
     return day_list, ordered, total
 
 
 def spend_by_key(account, days: int = 30):
-    """[(key label, credits charged)] over the last `days` days, most first; web jobs as 'web'."""
-    since = timezone.now() - timedelta(days=days)
+    """[(key label, credits charged, jobs)] over the last `days` days, most first."""
+    first = timezone.now().date() - timedelta(days=days - 1)
     rows = (
-        LedgerEntry.objects.filter(account=account, kind="capture", created__gte=since)
-        .values("job__api_key__name", "job__api_key__prefix")
-        .annotate(total=Sum("amount"), jobs=Count("id"))
-        .order_by("total")
+        UsageDay.objects.filter(account=account, day__gte=first)
+        .values("api_key__name", "api_key__prefix")
+        .annotate(total=Sum("credits"), jobs=Sum("jobs"))
+        .order_by("-total")
     )
     result = []
     for row in rows:
-        if row["job__api_key__prefix"]:
-            label = f"{row['job__api_key__name']} ({row['job__api_key__prefix']}…)"
+        if row["api_key__prefix"]:
+            label = f"{row['api_key__name']} ({row['api_key__prefix']}…)"
         else:
             label = "web (no key)"
-        result.append((label, -row["total"], row["jobs"]))
+        result.append((label, row["total"], row["jobs"]))
     return result
 
 
 def usage_rows(account):
-    """Every (day, model, key, jobs, credits) of charges, newest day first, for the CSV."""
+    """Every (day, model, key prefix, jobs, credits) charged, newest day first, for the CSV."""
     return (
+        UsageDay.objects.filter(account=account)
+        .values("day", "model_slug", "api_key__prefix")
+        .annotate(jobs=Sum("jobs"), total=Sum("credits"))
+        .order_by("-day", "model_slug", "api_key__prefix")
+    )
+
+
+def rebuild_usage(account) -> None:
+    """Recompute an account's rollup from its capture rows (rows loaded in bulk, e.g. a bench)."""
+    rows = (
         LedgerEntry.objects.filter(account=account, kind="capture")
         .annotate(day=TruncDate("created"))
-        .values("day", "job__model_slug", "job__api_key__prefix")
+        .values("day", "job__model_slug", "job__api_key_id")
         .annotate(jobs=Count("id"), total=Sum("amount"))
-        .order_by("-day", "job__model_slug", "job__api_key__prefix")
+        .order_by()
+    )
+    UsageDay.objects.filter(account=account).delete()
+    UsageDay.objects.bulk_create(
+        [
+            UsageDay(
+                account=account,
+                day=row["day"],
+                model_slug=row["job__model_slug"] or "(deleted job)",
+                api_key_id=row["job__api_key_id"],
+                jobs=row["jobs"],
+                credits=-row["total"],
+            )
+            for row in rows
+        ],
+        batch_size=2000,
     )
 
 

@@ -211,10 +211,10 @@ def usage_csv(request):
         for row in reports.usage_rows(account).iterator(chunk_size=2000):
             yield [
                 row["day"].isoformat(),
-                row["job__model_slug"] or "",
-                row["job__api_key__prefix"] or "",
+                row["model_slug"],
+                row["api_key__prefix"] or "",
                 row["jobs"],
-                ledger.fmt(-row["total"]),
+                ledger.fmt(row["total"]),
             ]
 
     return _csv_response(rows(), "usage.csv")

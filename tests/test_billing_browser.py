@@ -40,6 +40,8 @@ for day in range(29, -1, -1):
             ])
             account.available -= cost
 account.save()
+from billing import reports
+reports.rebuild_usage(account)
 redeem.create_batch(1, Decimal("5"), batch="browser")
 print(redeem.RedeemCode.objects.get(batch="browser").code)
 """

@@ -6,11 +6,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db.models import Sum
 from django.utils import timezone
 
 from accounts import keys
 from billing import ledger
-from billing.models import CreditAccount, LedgerEntry
+from billing.models import CreditAccount, LedgerEntry, UsageDay
 from playground import jobs
 from playground.catalogue import get_model
 from playground.engine import registry, runner
@@ -121,34 +122,43 @@ def test_transactions_csv(client, funded):
     assert b"".join(filtered.streaming_content).decode().count("\n") == 2
 
 
+def charge_days_ago(user, slug: str, amount: str, days: int):
+    """A job charged through hold and settle, then moved `days` back in time."""
+    job = Job.objects.create(
+        user=user, model_slug=slug, modality="text", hold_amount=Decimal(amount), hold_open=True
+    )
+    ledger.hold(user, job, Decimal(amount))
+    ledger.settle(job, Decimal(amount))
+    when = timezone.now() - timedelta(days=days)
+    LedgerEntry.objects.filter(job=job).update(created=when)
+    UsageDay.objects.filter(model_slug=slug, day=timezone.now().date()).update(day=when.date())
+
+
 def test_usage_csv_and_daily_chart_by_model(client, funded):
     alice, done, _ = funded
-    account = ledger.account_for(alice)
-    other = Job.objects.create(user=alice, model_slug="other-model", modality="text")
-    # A charge 3 days ago for another model, and one 40 days ago (outside the chart).
-    for days, amount in [(3, "0.25"), (40, "0.5")]:
-        LedgerEntry.objects.create(
-            account=account,
-            kind="capture",
-            amount=-Decimal(amount),
-            job=other,
-            reason="x",
-            created=timezone.now() - timedelta(days=days),
-        )
+    charge_days_ago(alice, "other-model", "0.5", 40)  # outside the chart
+    charge_days_ago(alice, "other-model", "0.25", 3)
     client.force_login(alice)
-    rows = list(
-        csv.DictReader(
-            io.StringIO(b"".join(client.get("/billing/usage.csv").streaming_content).decode())
-        )
-    )
-    assert {(r["model"], r["credits"]) for r in rows} == {
-        ("trigram-pydoc", ledger.fmt(done.cost)),
-        ("other-model", "0.25"),
-        ("other-model", "0.5"),
+    body = b"".join(client.get("/billing/usage.csv").streaming_content).decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert {(r["model"], r["credits"], r["jobs"]) for r in rows} == {
+        ("trigram-pydoc", ledger.fmt(done.cost), "1"),
+        ("other-model", "0.25", "1"),
+        ("other-model", "0.5", "1"),
     }
     assert next(r for r in rows if r["model"] == "trigram-pydoc")["api_key_prefix"]
     page = client.get("/billing/").content.decode()
     assert "other-model" in page and "0.25 credits" in page and "0.5 credits" not in page
+
+
+def test_rollup_equals_the_capture_rows(funded):
+    alice, done, running = funded
+    jobs.cancel_job(running, delivered={"completion_tokens": 2})
+    charge_days_ago(alice, "x", "0.125", 0)
+    captures = LedgerEntry.objects.filter(account__user=alice, kind="capture")
+    rollup = UsageDay.objects.filter(account__user=alice)
+    assert rollup.aggregate(s=Sum("credits"))["s"] == -captures.aggregate(s=Sum("amount"))["s"]
+    assert rollup.aggregate(s=Sum("jobs"))["s"] == captures.count() == 3
 
 
 def test_low_balance_threshold_form(client, alice):

@@ -15,7 +15,7 @@ from django.db import connection, connections
 from django.db.models import Sum
 
 from billing import ledger
-from billing.models import CreditAccount, LedgerEntry
+from billing.models import CreditAccount, LedgerEntry, UsageDay
 from playground import jobs, pricing
 from playground.catalogue import get_model
 from playground.engine import registry, runner
@@ -147,3 +147,7 @@ def test_ledger_stays_exact_under_concurrent_jobs(alice, monkeypatch):
             assert job.cost == 0
     spent = finished.aggregate(s=Sum("cost"))["s"]
     assert account.balance == START - spent
+    # The usage charts' rollup equals the capture rows.
+    rollup = UsageDay.objects.filter(account=account).aggregate(c=Sum("credits"), j=Sum("jobs"))
+    captures = LedgerEntry.objects.filter(account=account, kind="capture")
+    assert rollup["c"] == spent and rollup["j"] == captures.count()
