@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -200,7 +201,9 @@ def main() -> None:
     setup_test_environment(debug=False)
     old = setup_databases(verbosity=0, interactive=False)
     try:
+        from django.db.models import Sum
         from django.test import Client
+        from django.utils.timezone import now as django_now
 
         from accounts import keys as key_rules
         from accounts.models import User
@@ -241,6 +244,9 @@ def main() -> None:
         )
         client = Client()
         client.force_login(user)
+        from playground.models import Job
+
+        job_id = str(Job.objects.filter(user=user).order_by("id")[1000].request_id)
 
         def csv_first_bytes():
             response = client.get("/billing/transactions.csv")
@@ -254,6 +260,7 @@ def main() -> None:
             ("transactions deep page (900K)", lambda: reports.transactions_page(account, "", deep)),
             ("search kind 'capture'", lambda: reports.transactions_page(account, "capture")),
             ("search text 'flux'", lambda: reports.transactions_page(account, "flux")),
+            ("search a job's request_id", lambda: reports.transactions_page(account, job_id)),
             ("search rare kind 'purchase'", lambda: reports.transactions_page(account, "purchase")),
             ("30-day chart aggregate", lambda: reports.daily_usage(account)),
             ("30-day per-key aggregate", lambda: reports.spend_by_key(account)),
@@ -275,24 +282,18 @@ def main() -> None:
             print("\nplan: deep page\n" + explain(rows.filter(id__lt=deep)[:51]))
             text = reports.search(account, "flux").order_by("-id")[:51]
             print("\nplan: text search\n" + explain(text))
-            from datetime import timedelta
+            from billing.models import UsageDay
 
-            from django.db.models import Sum
-            from django.db.models.functions import TruncDate
-            from django.utils import timezone
-
+            first = django_now().date() - timedelta(days=29)
             chart = (
-                LedgerEntry.objects.filter(
-                    account=account,
-                    kind="capture",
-                    created__gte=timezone.now() - timedelta(days=30),
-                )
-                .annotate(day=TruncDate("created"))
-                .values("day", "job__model_slug")
-                .annotate(total=Sum("amount"))
+                UsageDay.objects.filter(account=account, day__gte=first)
+                .values("day", "model_slug")
+                .annotate(total=Sum("credits"))
                 .order_by()
             )
-            print("\nplan: 30-day chart\n" + explain(chart))
+            print("\nplan: 30-day chart (rollup)\n" + explain(chart))
+            csv_chunk = rows.filter(id__lt=deep).values_list("id", "amount")[:2000]
+            print("\nplan: CSV chunk\n" + explain(csv_chunk))
     finally:
         connections.close_all()
         teardown_databases(old, verbosity=0)

@@ -27,10 +27,21 @@ def search(account, q: str = ""):
     except ValueError:
         ref = None
     if ref is not None:
-        return rows.filter(Q(job__request_id=ref) | Q(payment__public_id=ref))
-    return rows.filter(
-        Q(reason__icontains=q) | Q(job__model_slug__icontains=q) | Q(redeem_code__code=q.upper())
-    )
+        # Ids first, then the ledger's own indexed columns: no join over the account's rows.
+        from playground.models import Job
+
+        from .models import Payment
+
+        match = Q(pk__in=[])
+        job = Job.objects.filter(request_id=ref, user=account.user_id).values("id").first()
+        if job:
+            match |= Q(job_id=job["id"])
+        payment = Payment.objects.filter(public_id=ref, account=account).values("id").first()
+        if payment:
+            match |= Q(payment_id=payment["id"])
+        return rows.filter(match)
+    # Job rows' reasons start with the model id, so a text search needs no join.
+    return rows.filter(Q(reason__icontains=q) | Q(redeem_code__code=q.upper()))
 
 
 def transactions_page(account, q: str = "", before: int | None = None, size: int = PAGE_SIZE):

@@ -163,6 +163,9 @@ def _csv_response(rows, filename):
     return response
 
 
+CSV_CHUNK = 2000
+
+
 @login_required
 def transactions_csv(request):
     account = ledger.account_for(request.user)
@@ -184,20 +187,27 @@ def transactions_csv(request):
 
     def rows():
         yield TRANSACTION_COLUMNS
-        for id_, created, kind, amount, job, model, payment, code, reason in entries.iterator(
-            chunk_size=2000
-        ):
-            yield [
-                id_,
-                created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                kind,
-                ledger.fmt(amount),
-                job or "",
-                model or "",
-                payment or "",
-                code or "",
-                reason,
-            ]
+        # Keyset chunks, each a short indexed query: the first bytes leave at once and no
+        # transaction (or server-side cursor WITH HOLD, which materialises everything) stays open.
+        before = None
+        while True:
+            chunk = entries if before is None else entries.filter(id__lt=before)
+            chunk = list(chunk[:CSV_CHUNK])
+            for id_, created, kind, amount, job, model, payment, code, reason in chunk:
+                yield [
+                    id_,
+                    created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    kind,
+                    ledger.fmt(amount),
+                    job or "",
+                    model or "",
+                    payment or "",
+                    code or "",
+                    reason,
+                ]
+            if len(chunk) < CSV_CHUNK:
+                return
+            before = chunk[-1][0]
 
     return _csv_response(rows(), "transactions.csv")
 
@@ -208,7 +218,7 @@ def usage_csv(request):
 
     def rows():
         yield ["day", "model", "api_key_prefix", "jobs", "credits"]
-        for row in reports.usage_rows(account).iterator(chunk_size=2000):
+        for row in reports.usage_rows(account):
             yield [
                 row["day"].isoformat(),
                 row["model_slug"],

@@ -108,13 +108,17 @@ def test_other_users_rows_never_show(client, funded, bob):
     assert body.count("\n") == 1  # the header only
 
 
-def test_transactions_csv(client, funded):
+def test_transactions_csv(client, funded, monkeypatch):
+    from billing import views
+
+    monkeypatch.setattr(views, "CSV_CHUNK", 2)  # several chunks: every row once, in order
     alice, done, _ = funded
     client.force_login(alice)
     response = client.get("/billing/transactions.csv")
     assert response.streaming and response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert len(rows) == LedgerEntry.objects.filter(account__user=alice).count()
+    assert len(rows) == LedgerEntry.objects.filter(account__user=alice).count() == 5
+    assert [int(r["id"]) for r in rows] == sorted((int(r["id"]) for r in rows), reverse=True)
     assert sum(Decimal(r["amount"]) for r in rows) == ledger.balances(alice)[1]
     capture = next(r for r in rows if r["kind"] == "capture")
     assert capture["request_id"] == str(done.request_id) and capture["model"] == "trigram-pydoc"
