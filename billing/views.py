@@ -189,10 +189,10 @@ def transactions_csv(request):
         yield TRANSACTION_COLUMNS
         # Keyset chunks, each a short indexed query: the first bytes leave at once and no
         # transaction (or server-side cursor WITH HOLD, which materialises everything) stays open.
-        before = None
+        before, size = None, 100  # a small first chunk: the first rows leave sooner
         while True:
             chunk = entries if before is None else entries.filter(id__lt=before)
-            chunk = list(chunk[:CSV_CHUNK])
+            chunk = list(chunk[:size])
             for id_, created, kind, amount, job, model, payment, code, reason in chunk:
                 yield [
                     id_,
@@ -205,9 +205,9 @@ def transactions_csv(request):
                     code or "",
                     reason,
                 ]
-            if len(chunk) < CSV_CHUNK:
+            if len(chunk) < size:
                 return
-            before = chunk[-1][0]
+            before, size = chunk[-1][0], CSV_CHUNK
 
     return _csv_response(rows(), "transactions.csv")
 

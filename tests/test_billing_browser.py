@@ -42,6 +42,14 @@ for day in range(29, -1, -1):
 account.save()
 from billing import reports
 reports.rebuild_usage(account)
+from django.db import transaction
+from billing import payments
+from billing.models import Payment
+with transaction.atomic():
+    paid = Payment.objects.create(account=account, credits=Decimal(50), amount_cents=2000,
+                                  currency="usd", status="paid", paid_at=timezone.now(),
+                                  checkout_session="cs_test_seed", payment_intent="pi_test_seed")
+    payments._sync(paid)
 redeem.create_batch(1, Decimal("5"), batch="browser")
 print(redeem.RedeemCode.objects.get(batch="browser").code)
 """
@@ -85,4 +93,9 @@ def test_billing_page_in_a_browser(site, page, shots):
     shots(page, "redeemed")
     page.set_viewport_size({"width": 390, "height": 800})
     shots(page, "phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.click(".purchases a")
+    page.wait_for_url("**/billing/receipts/**")
+    assert "50 Playground credits" in page.locator(".receipt").inner_text()
+    shots(page, "receipt")
     assert not page.js_errors, page.js_errors
