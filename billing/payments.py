@@ -124,6 +124,13 @@ def _apply(kind: str, obj: dict, record: StripeEvent) -> str:
             return "ignored: unknown checkout session"
         record.payment = payment
         record.save(update_fields=["payment"])
+        total, currency = obj.get("amount_total"), (obj.get("currency") or "").lower()
+        if (total is not None and total != payment.amount_cents) or (
+            currency and currency != payment.currency
+        ):
+            # Not the price we asked for: credit nothing, leave it to the operator.
+            log.error("payment %s: Stripe says %s %s", payment.public_id, total, currency)
+            return "ignored: amount or currency differs from the payment"
         if obj.get("payment_intent") and not payment.payment_intent:
             payment.payment_intent = obj["payment_intent"]
             _take_early_refunds(payment)

@@ -192,6 +192,13 @@ def test_refund_of_spent_credits_never_goes_below_zero(client, alice, payment):
     assert ledger.balances(alice)[0] == Decimal(5)
 
 
+def test_a_session_for_another_amount_credits_nothing(client, alice, payment):
+    obj = {**session(payment), "amount_total": 1}
+    response = post(client, event("checkout.session.completed", obj))
+    assert response.status_code == 200 and b"differs" in response.content
+    assert ledger.balances(alice)[0] == 0
+
+
 def test_unknown_session_is_ignored(client, alice):
     obj = {"id": "cs_other", "client_reference_id": None, "metadata": {}, "payment_status": "paid"}
     response = post(client, event("checkout.session.completed", obj))
