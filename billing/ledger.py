@@ -1,18 +1,22 @@
-"""Every rule about credits: grants, holds, captures, releases. Exact Decimal arithmetic only.
+"""Every rule about credits: grants, purchases, refunds, adjustments, holds, captures, releases.
 
-A hold is a negative ledger row; settling a job releases the whole hold (+hold) and captures
-the real cost (-cost), so sum(ledger) == available at every instant and
-balance == available + open holds.
+Exact Decimal arithmetic only. A hold is a negative ledger row; settling a job releases the whole
+hold (+hold) and captures the real cost (-cost), so sum(ledger) == available at every instant and
+balance == available + open holds. Every change takes the account row lock first
+(`select_for_update`; SQLite's IMMEDIATE transactions do the same) and never takes `available`
+below zero.
 """
 
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from .models import CreditAccount, LedgerEntry
+from .models import CreditAccount, LedgerEntry, UsageDay
 
 QUANTUM = Decimal("0.000001")
 
@@ -73,19 +77,36 @@ def _locked(user) -> CreditAccount:
     return CreditAccount.objects.select_for_update().get(user=user)
 
 
-def grant(user, amount: Decimal, reason: str = "", kind: str = "grant") -> Decimal:
-    """Add credits; returns the new balance."""
+def grant(
+    user, amount: Decimal, reason: str = "", kind: str = "grant", operator=None, **refs
+) -> Decimal:
+    """Add credits (a grant unless `kind` says otherwise); returns the new balance.
+
+    `operator` is the staff user making it (admin), `refs` the row's payment or redeem_code.
+    """
     with transaction.atomic():
         account = _locked(user)
-        _credit(account, amount, kind, reason)
+        _credit(account, amount, kind, reason, operator=operator, **refs)
         return account.balance
 
 
-def _credit(account: CreditAccount, amount: Decimal, kind: str, reason: str) -> None:
+def _credit(account: CreditAccount, amount: Decimal, kind: str, reason: str, **refs) -> None:
     if amount:
-        LedgerEntry.objects.create(account=account, kind=kind, amount=amount, reason=reason)
+        LedgerEntry.objects.create(account=account, kind=kind, amount=amount, reason=reason, **refs)
         account.available += amount
-        account.save(update_fields=["available"])
+        fields = ["available"]
+        if amount > 0 and _rearm(account):
+            fields.append("low_balance_armed")
+        account.save(update_fields=fields)
+
+
+def _debit(account: CreditAccount, amount: Decimal, kind: str, reason: str, **refs) -> None:
+    """Take `amount` (> 0) from available credits, or raise InsufficientCredits."""
+    if account.available < amount:
+        raise InsufficientCredits(amount, account.available)
+    LedgerEntry.objects.create(account=account, kind=kind, amount=-amount, reason=reason, **refs)
+    account.available -= amount
+    account.save(update_fields=["available"])
 
 
 def grant_once(user, amount: Decimal, reason: str) -> bool:
@@ -96,6 +117,38 @@ def grant_once(user, amount: Decimal, reason: str) -> bool:
             return False
         _credit(account, amount, "grant", reason)
         return True
+
+
+def adjust(user, amount: Decimal, reason: str, operator=None, job=None) -> Decimal:
+    """An operator's correction, either sign; never below zero available. Returns the balance."""
+    if not reason:
+        raise ValueError("an adjustment needs a reason")
+    with transaction.atomic():
+        account = _locked(user)
+        if amount > 0:
+            _credit(account, amount, "adjustment", reason, operator=operator, job=job)
+        elif amount < 0:
+            _debit(account, -amount, "adjustment", reason, operator=operator, job=job)
+        return account.balance
+
+
+def purchase(payment, amount: Decimal, reason: str) -> None:
+    """Credit a paid top-up (the caller holds the payment's row lock and records `credited`)."""
+    account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
+    _credit(account, amount, "purchase", reason, payment=payment)
+
+
+def refund(payment, amount: Decimal, reason: str) -> Decimal:
+    """Take back up to `amount` credits of a refunded top-up; returns what was taken.
+
+    Credits already spent stay spent: available never goes below zero (CONTRACT §8), so the
+    rest is the caller's to write off.
+    """
+    account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
+    taken = min(amount, account.available)
+    if taken > 0:
+        _debit(account, taken, "refund", reason, payment=payment)
+    return taken
 
 
 def period_start(period: str, now=None):
@@ -167,7 +220,13 @@ def hold(user, job, amount: Decimal, key=None) -> None:
             raise KeySpendCapReached(amount, remaining)
         if account.available < amount:
             raise InsufficientCredits(amount, account.available)
-        LedgerEntry.objects.create(account=account, kind="hold", amount=-amount, job=job)
+        LedgerEntry.objects.create(
+            account=account,
+            kind="hold",
+            amount=-amount,
+            job=job,
+            reason=f"{job.model_slug}: worst case held",
+        )
         account.available -= amount
         account.held += amount
         account.save(update_fields=["available", "held"])
@@ -189,14 +248,87 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
         held = job.hold_amount
         charged = min(cost or Decimal(0), held)
         LedgerEntry.objects.create(
-            account=account, kind="release", amount=held, job=job, reason=reason
+            account=account,
+            kind="release",
+            amount=held,
+            job=job,
+            reason=reason or f"{job.model_slug}: hold released",
         )
         if charged:
-            LedgerEntry.objects.create(account=account, kind="capture", amount=-charged, job=job)
+            entry = LedgerEntry.objects.create(
+                account=account,
+                kind="capture",
+                amount=-charged,
+                job=job,
+                reason=f"{job.model_slug}: charged for usage",
+            )
+            _add_usage(account, entry.created.date(), job, charged)
         account.available += held - charged
         account.held -= held
-        account.save(update_fields=["available", "held"])
+        fields = ["available", "held"]
+        if charged and _crossed_low_balance(account):
+            fields.append("low_balance_armed")
+        account.save(update_fields=fields)
         return charged
+
+
+def _add_usage(account: CreditAccount, day, job, charged: Decimal) -> None:
+    """Add a charge to the day's rollup (the account lock serialises this read-then-write)."""
+    from django.db.models import F
+
+    key = {
+        "account": account,
+        "day": day,
+        "model_slug": job.model_slug,
+        "api_key_id": job.api_key_id,
+    }
+    if not UsageDay.objects.filter(**key).update(
+        jobs=F("jobs") + 1, credits=F("credits") + charged
+    ):
+        UsageDay.objects.create(**key, jobs=1, credits=charged)
+
+
+def _rearm(account: CreditAccount) -> bool:
+    """Credits came in: arm the low-balance email again once available is back at the threshold."""
+    threshold = account.low_balance_threshold
+    if threshold is None or account.low_balance_armed or account.available < threshold:
+        return False
+    account.low_balance_armed = True
+    return True
+
+
+def _crossed_low_balance(account: CreditAccount) -> bool:
+    """A charge took available below the threshold: one email, sent once the charge commits."""
+    threshold = account.low_balance_threshold
+    if threshold is None or not account.low_balance_armed or account.available >= threshold:
+        return False
+    account.low_balance_armed = False
+    user, available = account.user, account.available
+    if user is not None and user.email:
+        transaction.on_commit(lambda: _send_low_balance(user.email, available, threshold))
+    return True
+
+
+def _send_low_balance(email: str, available: Decimal, threshold: Decimal) -> None:
+    site = getattr(settings, "PLAYGROUND_SITE_URL", "")
+    send_mail(
+        "[Playground] Your credit balance is low",
+        f"Your available credits fell to {fmt(available)}, below the {fmt(threshold)} you set.\n"
+        f"Top up or redeem a code on the billing page: {site}/billing/\n\n"
+        "You will not get this email again until your credits are back above the threshold.\n",
+        None,
+        [email],
+        fail_silently=True,
+    )
+
+
+def set_low_balance_threshold(user, threshold: Decimal | None) -> None:
+    """Set (None: switch off) the low-balance email threshold; armed at once if above it."""
+    with transaction.atomic():
+        account = _locked(user)
+        account.low_balance_threshold = threshold
+        account.low_balance_armed = threshold is None or account.available >= threshold
+        account.save(update_fields=["low_balance_threshold", "low_balance_armed"])
 
 
 def balances(user) -> tuple[Decimal, Decimal]:

@@ -1,6 +1,16 @@
 from django.contrib import admin
 
+from billing.ledger import fmt
+
 from .models import AIModel, Job, MediaFile
+
+PRICE_HELP = {
+    "per_request": "Credits per job, whatever it produces.",
+    "per_1k_input": "Credits per 1,000 input (prompt) tokens.",
+    "per_1k_output": "Credits per 1,000 generated tokens; the hold assumes max_tokens.",
+    "per_image": "Credits per image produced.",
+    "per_second": "Credits per second of video or audio produced.",
+}
 
 
 @admin.register(AIModel)
@@ -13,10 +23,32 @@ class AIModelAdmin(admin.ModelAdmin):
         "queue",
         "enabled",
         "builtin",
-        "per_1k_output",
+        "prices",
     ]
     list_filter = ["modality", "backend", "queue", "enabled", "builtin"]
     search_fields = ["slug", "name"]
+
+    @admin.display(description="Prices (credits)")
+    def prices(self, obj):
+        parts = [
+            f"{fmt(getattr(obj, name))} {label}"
+            for name, label in [
+                ("per_request", "/request"),
+                ("per_1k_input", "/1K in"),
+                ("per_1k_output", "/1K out"),
+                ("per_image", "/image"),
+                ("per_second", "/s"),
+            ]
+            if getattr(obj, name)
+        ]
+        return ", ".join(parts) or "free"
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        for name, text in PRICE_HELP.items():
+            if name in form.base_fields:
+                form.base_fields[name].help_text = text + " Changes apply to new jobs at once."
+        return form
 
 
 @admin.register(Job)

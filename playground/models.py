@@ -126,7 +126,13 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created", "-id"]
-        indexes = [models.Index(fields=["user", "-created", "-id"])]
+        indexes = [
+            models.Index(fields=["user", "-created", "-id"]),
+            # The billing page's open holds: a handful of rows among millions of jobs.
+            models.Index(
+                fields=["user"], condition=models.Q(hold_open=True), name="job_open_holds"
+            ),
+        ]
 
     def __str__(self):
         return str(self.request_id)

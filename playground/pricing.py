@@ -50,3 +50,62 @@ def pricing_document(model) -> dict:
         "per_image": fmt(model.per_image),
         "per_second": fmt(model.per_second),
     }
+
+
+def estimate(model, params: dict) -> dict:
+    """The price shown live beside a model's form, from the values typed so far.
+
+    `params`: the form's values as a dict (raw or validated; missing or invalid values fall
+    back to the schema's defaults, so a half-filled form still gets a figure). Uses the same
+    rules as the hold at submit, so `max` is exactly what `submit_job` would hold for valid
+    parameters. Returns strings ready for a template:
+
+        {"max": "0.0128",            # most the job can cost (the hold), decimal string
+         "per_request": "0",         # the fixed part
+         "prompt_tokens": 3,         # input tokens counted for the hold
+         "lines": [("128 output tokens × 0.1 / 1K", "0.0128"), ...],   # non-zero parts
+         "text": "at most 0.0128 credits"}
+    """
+    from pydantic import ValidationError
+
+    from .engine import registry
+    from .schemas import json_schema, params_for
+
+    try:
+        clean = params_for(model).model_validate(params).model_dump(mode="json")
+    except ValidationError:
+        defaults = {
+            name: spec["default"]
+            for name, spec in json_schema(model).get("properties", {}).items()
+            if "default" in spec
+        }
+        clean = {**defaults, **{k: v for k, v in params.items() if v not in (None, "")}}
+    try:
+        tokens = registry.prompt_tokens_bound(model, clean)
+    except Exception:  # an unparseable half-typed value: count no input yet
+        tokens = 0
+    try:
+        max_tokens = int(clean.get("max_tokens") or 0)
+    except (TypeError, ValueError):
+        max_tokens = 0
+    usage = {"prompt_tokens": tokens}
+    if model.modality == "text":
+        usage["completion_tokens"] = max_tokens
+    lines = []
+    if model.per_request:
+        lines.append(("per request", fmt(model.per_request)))
+    if model.per_1k_input and tokens:
+        part = model.per_1k_input * tokens / THOUSAND
+        lines.append((f"{tokens} input tokens × {fmt(model.per_1k_input)} / 1K", fmt(part)))
+    if model.per_1k_output and usage.get("completion_tokens"):
+        part = model.per_1k_output * max_tokens / THOUSAND
+        label = f"up to {max_tokens} output tokens × {fmt(model.per_1k_output)} / 1K"
+        lines.append((label, fmt(part)))
+    most = charge(model, usage)
+    return {
+        "max": fmt(most),
+        "per_request": fmt(model.per_request),
+        "prompt_tokens": tokens,
+        "lines": lines,
+        "text": f"at most {fmt(most)} credits" if most else "free",
+    }

@@ -322,3 +322,30 @@ PLAYGROUND_INPUT_URL_ALLOWLIST = [
 ]
 PLAYGROUND_INPUT_FETCH_TIMEOUT = envint("PLAYGROUND_INPUT_FETCH_TIMEOUT", 10)
 PLAYGROUND_ESPEAK_BIN = env("PLAYGROUND_ESPEAK_BIN", "espeak-ng")
+
+# Billing (issue #4): Stripe top-ups work only when both keys are set.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
+PLAYGROUND_CREDIT_CURRENCY = env("PLAYGROUND_CREDIT_CURRENCY", "usd").lower()
+# Where emails sent from workers link to (no request there to build a URL from).
+PLAYGROUND_SITE_URL = env("PLAYGROUND_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def _credit_packs(text: str) -> list[tuple[Decimal, int]]:
+    """`CREDITS=PRICE,...` (e.g. `10=5,50=20.00`) → [(credits, price in cents)]."""
+    packs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            credits, price = (Decimal(x.strip()) for x in item.split("="))
+        except (ValueError, InvalidOperation):
+            raise ImproperlyConfigured(
+                f"PLAYGROUND_CREDIT_PACKS: {item!r} is not CREDITS=PRICE"
+            ) from None
+        cents = price * 100
+        if credits <= 0 or cents < 1 or cents != cents.to_integral_value():
+            raise ImproperlyConfigured(f"PLAYGROUND_CREDIT_PACKS: bad pack {item!r}")
+        packs.append((credits, int(cents)))
+    return packs
+
+
+PLAYGROUND_CREDIT_PACKS = _credit_packs(env("PLAYGROUND_CREDIT_PACKS", "10=5,50=20,200=70"))

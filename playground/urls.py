@@ -19,6 +19,7 @@ urlpatterns = [
     path("models/<slug:slug>/run", views.run_model, name="run-model"),
     path("jobs/<uuid:request_id>/", views.job_page, name="job"),
     path("balance", views.balance, name="balance"),
+    path("billing/", include("billing.urls")),
     path("keys/", account_views.keys, name="keys"),
     path("keys/<uuid:key_id>/", account_views.key_detail, name="key"),
     path("keys/<uuid:key_id>/rotate", account_views.rotate_key, name="rotate-key"),
