@@ -21,7 +21,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from billing import ledger
 
-from . import catalogue, idempotency, jobs, pricing
+from . import catalogue, idempotency, jobs, pricing, webhooks
 from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
@@ -160,12 +160,14 @@ def _submit_or_poll(
     if "model" not in data and "request_id" in data:
         return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
     model = resolve_model(key, data.get("model"), modality)
-    params = jobs.validate_params(model, {k: v for k, v in data.items() if k not in ENVELOPE})
+    rest = {k: v for k, v in data.items() if k not in ENVELOPE}
+    webhook = webhooks.from_body(rest)
+    params = jobs.validate_params(model, rest)
     if idempotency_key is None:
-        return jobs.submit_job(key.user, model, params, api_key=key), True, wait
+        return jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook), True, wait
 
     def submit(claim):
-        return jobs.submit_job(key.user, model, params, api_key=key, within=claim)
+        return jobs.submit_job(key.user, model, params, api_key=key, within=claim, webhook=webhook)
 
     job, created = idempotency.submit_once(key.user, idempotency_key, data, submit)
     return job, created, wait
@@ -243,6 +245,33 @@ def get_request(request, request_id: str):
 def cancel_request(request, request_id: str):
     job = jobs.get_job_for_user(request.api_key.user, request_id)
     return jobs.status_document(jobs.cancel_job(job))
+
+
+@api.get(
+    "/requests/{request_id}/webhooks",
+    auth=bearer,
+    tags=["requests"],
+    summary="A job's webhook deliveries, one entry per attempt",
+)
+def request_webhooks(request, request_id: str):
+    job = jobs.get_job_for_user(request.api_key.user, request_id)
+    deliveries = webhooks.deliveries_for(job)
+    return {"object": "list", "data": [webhooks.delivery_document(d) for d in deliveries]}
+
+
+@api.get("/webhooks/secret", auth=bearer, tags=["webhooks"], summary="Your webhook signing secret")
+def webhook_secret(request):
+    return {"secret": webhooks.secret_for(request.api_key.user)}
+
+
+@api.post(
+    "/webhooks/secret/rotate",
+    auth=bearer,
+    tags=["webhooks"],
+    summary="Replace your webhook signing secret (the old one stops at once)",
+)
+def rotate_webhook_secret(request):
+    return {"secret": webhooks.rotate_secret(request.api_key.user)}
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:

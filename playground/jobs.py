@@ -28,11 +28,13 @@ def validate_params(model: AIModel, data: dict) -> dict:
     return params.model_dump(mode="json")
 
 
-def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) -> Job:
+def submit_job(user, model: AIModel, params: dict, api_key=None, within=None, webhook=None) -> Job:
     """Create a job, hold its worst-case cost and queue it once the transaction commits.
 
     `within(job)`, if given, runs inside the job's transaction (e.g. claiming an idempotency key).
+    `webhook` is (url, events) from `webhooks.from_body`, already checked.
     """
+    webhook_url, webhook_events = webhook or ("", [])
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
     try:
         with transaction.atomic():
@@ -45,6 +47,8 @@ def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) ->
                 params=params,
                 hold_amount=hold,
                 hold_open=hold > 0,
+                webhook_url=webhook_url,
+                webhook_events=webhook_events,
             )
             if hold > 0:
                 ledger.hold(user, job, hold, key=api_key)
@@ -163,6 +167,9 @@ def cancel_job(job: Job, delivered: dict | None = None) -> Job:
             ledger.settle(job, cost)
     job.refresh_from_db()
     if changed:
+        from .webhooks import job_completed
+
         events.request_cancel(job.request_id)
         events.publish_result(job.request_id, status_document(job))
+        job_completed(job)
     return job

@@ -87,6 +87,9 @@ class Job(models.Model):
     created = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Where to POST the job's events (playground/webhooks.py), and which ones.
+    webhook_url = models.CharField(max_length=2000, blank=True)
+    webhook_events = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -118,3 +121,41 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class WebhookSecret(models.Model):
+    """The account's webhook signing secret (Standard Webhooks: `whsec_` + base64 key)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    secret = models.CharField(max_length=100)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"webhook secret of {self.user_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one of a job's webhook events."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    message_id = models.CharField(max_length=64, help_text="webhook-id: the same for retries")
+    event = models.CharField(max_length=16)
+    url = models.CharField(max_length=2000)
+    attempt = models.PositiveSmallIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created", "id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        return f"{self.event} #{self.attempt} → {self.status_code or self.error}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing import ledger
 
+from .. import webhooks
 from ..models import Job
 from . import events, registry
 
@@ -50,6 +51,7 @@ def reap(now=None) -> dict:
         failed += 1
         job.refresh_from_db()
         events.publish_result(job.request_id, status_document(job))
+        webhooks.job_completed(job)
     requeued = 0
     for job in Job.objects.filter(status=Job.PENDING, created__lt=now - REQUEUE_AFTER):
         try:

@@ -77,6 +77,10 @@ def prompt_tokens_estimate(model, params: dict) -> int:
     return len((params.get("prompt") or "").split())
 
 
+# Webhook deliveries share the engine's default queue until queues are split per workload.
+WEBHOOKS = "engine"
+
+
 def enqueue(job) -> None:
     from .tasks import run_job
 
