@@ -28,11 +28,14 @@ def validate_params(model: AIModel, data: dict) -> dict:
     return params.model_dump(mode="json")
 
 
-def submit_job(user, model: AIModel, params: dict, api_key=None, within=None, webhook=None) -> Job:
+def submit_job(
+    user, model: AIModel, params: dict, api_key=None, within=None, webhook=None, extra=None
+) -> Job:
     """Create a job, hold its worst-case cost and queue it once the transaction commits.
 
     `within(job)`, if given, runs inside the job's transaction (e.g. claiming an idempotency key).
-    `webhook` is (url, events) from `webhooks.from_body`, already checked.
+    `webhook` is (url, events) from `webhooks.from_body`, already checked; `extra` more Job
+    fields (a batch and its index).
     """
     webhook_url, webhook_events = webhook or ("", [])
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
@@ -49,6 +52,7 @@ def submit_job(user, model: AIModel, params: dict, api_key=None, within=None, we
                 hold_open=hold > 0,
                 webhook_url=webhook_url,
                 webhook_events=webhook_events,
+                **(extra or {}),
             )
             if hold > 0:
                 ledger.hold(user, job, hold, key=api_key)

@@ -90,6 +90,11 @@ class Job(models.Model):
     # Where to POST the job's events (playground/webhooks.py), and which ones.
     webhook_url = models.CharField(max_length=2000, blank=True)
     webhook_events = models.JSONField(default=list, blank=True)
+    # Set for the items of POST /v1/batch/completions (playground/batch.py).
+    batch = models.ForeignKey(
+        "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    batch_index = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -101,6 +106,26 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class Batch(models.Model):
+    """A list of prompts submitted at once: one job per accepted item, errors for the others."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches"
+    )
+    model_slug = models.CharField(max_length=100)
+    size = models.PositiveIntegerField()
+    # Items refused at submit, by index: {"3": {"code", "message", "param"}}.
+    errors = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "batches"
+
+    def __str__(self):
+        return str(self.public_id)
 
 
 class IdempotencyKey(models.Model):
