@@ -21,7 +21,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from billing import ledger
 
-from . import catalogue, idempotency, jobs, pricing, webhooks
+from . import catalogue, idempotency, jobs, pricing, timing, webhooks
 from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
@@ -73,9 +73,12 @@ def _not_found(request, exc):
 
 @api.exception_handler(Exception)
 def _unexpected(request, exc):
-    log.exception("unexpected API error")
-    body = error_body(500, "internal_error", "Something went wrong on our side.")
-    return JsonResponse(body, status=500)
+    request_id = getattr(request, "request_id", None)
+    log.exception("unexpected API error, request %s", request_id)
+    message = "Something went wrong on our side."
+    if request_id:
+        message += f" Request id: {request_id}."
+    return JsonResponse(error_body(500, "internal_error", message), status=500)
 
 
 def parse_body(request) -> dict:
@@ -181,7 +184,15 @@ def _refresh(job: Job) -> tuple[Job, dict]:
 async def wait_until_done(job: Job, timeout: float) -> tuple[Job, dict]:
     """Wait for the job's result event (or the timeout); returns the job and its document."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    started = loop.time()
+    deadline = started + timeout
+    try:
+        return await _wait(job, loop, deadline)
+    finally:
+        timing.add("wait", loop.time() - started)
+
+
+async def _wait(job: Job, loop, deadline: float) -> tuple[Job, dict]:
     async with events.JobListener(job.request_id) as listener:
         while True:
             # Checked after joining the group, so a result published meanwhile is not missed.

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from billing import ledger
 
-from . import pricing
+from . import pricing, timing
 from .engine import events, registry
 from .errors import ApiError, from_validation_error
 from .models import AIModel, Job
@@ -91,7 +91,8 @@ def note_cap_reached(key) -> None:
 def _enqueue_or_fail(job: Job) -> None:
     """Queue the job; if the broker is down, fail it at once with its hold released."""
     try:
-        registry.enqueue(job)
+        with timing.span("queue"):
+            registry.enqueue(job)
     except Exception:
         log.exception("could not enqueue job %s", job.request_id)
         with transaction.atomic():

@@ -104,6 +104,9 @@ MIDDLEWARE = [
     "allauth.usersessions.middleware.UserSessionsMiddleware",
 ]
 
+# What /v1 runs through under ASGI (playground.middleware.ApiHandler): async-native only.
+API_MIDDLEWARE = ["playground.middleware.ApiErrorMiddleware"]
+
 ROOT_URLCONF = "playground.urls"
 ASGI_APPLICATION = "playground.asgi.application"
 WSGI_APPLICATION = None
