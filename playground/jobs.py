@@ -4,6 +4,7 @@ import logging
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
@@ -41,6 +42,7 @@ def submit_job(
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
     try:
         with transaction.atomic():
+            check_concurrency(user, api_key)
             job = Job.objects.create(
                 user=user,
                 api_key=api_key,
@@ -69,6 +71,31 @@ def submit_job(
             503, "engine_unavailable", "The generation engine is unavailable; try again."
         )
     return job
+
+
+def check_concurrency(user, api_key=None) -> None:
+    """429 `concurrency_limited` when the account already has its tier's jobs in flight.
+
+    Called inside the submit's transaction with the account row locked, so simultaneous
+    submits are counted one after another.
+    """
+    tier = api_key.tier if api_key is not None else getattr(user, "tier", "free")
+    limit = settings.PLAYGROUND_CONCURRENT_JOBS.get(tier)
+    if not limit:
+        return
+    from billing.models import CreditAccount
+
+    ledger.account_for(user)
+    CreditAccount.objects.select_for_update().filter(user=user).first()
+    active = Job.objects.filter(user=user, status__in=[Job.PENDING, Job.RUNNING]).count()
+    if active >= limit:
+        raise ApiError(
+            429,
+            "concurrency_limited",
+            f"{active} jobs of this account are pending or running; the {tier} tier allows "
+            f"{limit} at once. Retry when one finishes.",
+            headers={"Retry-After": "1"},
+        )
 
 
 def note_cap_reached(key) -> None:

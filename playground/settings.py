@@ -268,3 +268,15 @@ PLAYGROUND_WEBHOOK_ALLOW_HOSTS = [
 PLAYGROUND_WEBHOOK_MAX_ATTEMPTS = envint("PLAYGROUND_WEBHOOK_MAX_ATTEMPTS", 6)
 PLAYGROUND_WEBHOOK_RETRY_SECONDS = float(env("PLAYGROUND_WEBHOOK_RETRY_SECONDS", "5"))
 PLAYGROUND_WEBHOOK_TIMEOUT = envint("PLAYGROUND_WEBHOOK_TIMEOUT", 10)
+
+# Jobs pending or running at once per account, by tier: "free:5,pro:50" (unset: no limit).
+PLAYGROUND_CONCURRENT_JOBS = {}
+for _item in env("PLAYGROUND_CONCURRENT_JOBS").split(","):
+    if _item.strip():
+        _tier, _, _limit = _item.partition(":")
+        try:
+            PLAYGROUND_CONCURRENT_JOBS[_tier.strip()] = int(_limit)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"PLAYGROUND_CONCURRENT_JOBS must look like free:5,pro:50, not {_item!r}"
+            ) from None
