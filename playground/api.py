@@ -7,6 +7,7 @@ import json
 import logging
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.http import Http404, JsonResponse
 from django.utils import timezone
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Query
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
@@ -29,7 +30,18 @@ from .models import Job
 from .schemas import json_schema
 
 log = logging.getLogger(__name__)
-api = NinjaAPI(
+
+
+class PlaygroundAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """ninja's document, completed from the catalogue of this moment (playground/openapi.py)."""
+        from .openapi import complete
+
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        return complete(schema)
+
+
+api = PlaygroundAPI(
     title="Playground API",
     version="1.0.0",
     description="Submit generation jobs, poll or wait for them; OpenAI-compatible endpoints.",
@@ -300,10 +312,10 @@ def _encode_cursor(job: Job) -> str:
 @api.get("/requests", auth=bearer, tags=["requests"], summary="List your jobs, newest first")
 def list_requests(
     request,
-    limit: int = 20,
+    limit: int = Query(20, ge=1, le=100),
     cursor: str | None = None,
     model: str | None = None,
-    status: str | None = None,
+    status: Literal["pending", "running", "success", "failed", "canceled"] | None = None,
 ):
     if not 1 <= limit <= 100:
         raise ApiError(400, "invalid_parameter", "limit must be between 1 and 100.", "limit")
@@ -348,23 +360,12 @@ def profile(request):
     }
 
 
-def _day(value: str | None, default, name: str):
-    if value is None:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_parameter", f"{name} must be a date, YYYY-MM-DD.", name
-        ) from None
-
-
 @api.get("/usage", auth=bearer, tags=["account"], summary="Your usage per day and model")
-def usage(request, start: str | None = None, end: str | None = None):
+def usage(request, start: date | None = None, end: date | None = None):
     """Finished jobs of the account (all keys) per UTC day and model, `start`..`end` inclusive."""
     today = timezone.now().date()
-    end_day = _day(end, today, "end")
-    start_day = _day(start, end_day - timedelta(days=29), "start")
+    end_day = end or today
+    start_day = start or end_day - timedelta(days=29)
     if start_day > end_day:
         raise ApiError(400, "invalid_parameter", "start is after end.", "start")
     if (end_day - start_day).days > 366:
