@@ -7,6 +7,7 @@ import json
 import logging
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -15,13 +16,13 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.http import Http404, JsonResponse
 from django.utils import timezone
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Query
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from billing import ledger
 
-from . import catalogue, idempotency, jobs, media, pricing
+from . import catalogue, idempotency, jobs, media, pricing, timing, webhooks
 from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
 from .errors import ApiError, error_body, loc_to_param
@@ -29,7 +30,18 @@ from .models import Job
 from .schemas import json_schema
 
 log = logging.getLogger(__name__)
-api = NinjaAPI(
+
+
+class PlaygroundAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """ninja's document, completed from the catalogue of this moment (playground/openapi.py)."""
+        from .openapi import complete
+
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        return complete(schema)
+
+
+api = PlaygroundAPI(
     title="Playground API",
     version="1.0.0",
     description="Submit generation jobs, poll or wait for them; OpenAI-compatible endpoints.",
@@ -73,9 +85,12 @@ def _not_found(request, exc):
 
 @api.exception_handler(Exception)
 def _unexpected(request, exc):
-    log.exception("unexpected API error")
-    body = error_body(500, "internal_error", "Something went wrong on our side.")
-    return JsonResponse(body, status=500)
+    request_id = getattr(request, "request_id", None)
+    log.exception("unexpected API error, request %s", request_id)
+    message = "Something went wrong on our side."
+    if request_id:
+        message += f" Request id: {request_id}."
+    return JsonResponse(error_body(500, "internal_error", message), status=500)
 
 
 def parse_body(request) -> dict:
@@ -160,14 +175,14 @@ def _submit_or_poll(
     if "model" not in data and "request_id" in data:
         return jobs.get_job_for_user(key.user, data["request_id"]), False, wait
     model = resolve_model(key, data.get("model"), modality)
-    params = jobs.validate_params(
-        model, {k: v for k, v in data.items() if k not in ENVELOPE}, user=key.user
-    )
+    rest = {k: v for k, v in data.items() if k not in ENVELOPE}
+    webhook = webhooks.from_body(rest)
+    params = jobs.validate_params(model, rest, user=key.user)
     if idempotency_key is None:
-        return jobs.submit_job(key.user, model, params, api_key=key), True, wait
+        return jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook), True, wait
 
     def submit(claim):
-        return jobs.submit_job(key.user, model, params, api_key=key, within=claim)
+        return jobs.submit_job(key.user, model, params, api_key=key, within=claim, webhook=webhook)
 
     job, created = idempotency.submit_once(key.user, idempotency_key, data, submit)
     return job, created, wait
@@ -181,7 +196,15 @@ def _refresh(job: Job, base: str | None = None) -> tuple[Job, dict]:
 async def wait_until_done(job: Job, timeout: float, base: str | None = None) -> tuple[Job, dict]:
     """Wait for the job's result event (or the timeout); returns the job and its document."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    started = loop.time()
+    deadline = started + timeout
+    try:
+        return await _wait(job, loop, deadline, base)
+    finally:
+        timing.add("wait", loop.time() - started)
+
+
+async def _wait(job: Job, loop, deadline: float, base: str | None) -> tuple[Job, dict]:
     async with events.JobListener(job.request_id) as listener:
         while True:
             # Checked after joining the group, so a result published meanwhile is not missed.
@@ -250,6 +273,33 @@ def cancel_request(request, request_id: str):
     return jobs.status_document(jobs.cancel_job(job), media.base_url(request))
 
 
+@api.get(
+    "/requests/{request_id}/webhooks",
+    auth=bearer,
+    tags=["requests"],
+    summary="A job's webhook deliveries, one entry per attempt",
+)
+def request_webhooks(request, request_id: str):
+    job = jobs.get_job_for_user(request.api_key.user, request_id)
+    deliveries = webhooks.deliveries_for(job)
+    return {"object": "list", "data": [webhooks.delivery_document(d) for d in deliveries]}
+
+
+@api.get("/webhooks/secret", auth=bearer, tags=["webhooks"], summary="Your webhook signing secret")
+def webhook_secret(request):
+    return {"secret": webhooks.secret_for(request.api_key.user)}
+
+
+@api.post(
+    "/webhooks/secret/rotate",
+    auth=bearer,
+    tags=["webhooks"],
+    summary="Replace your webhook signing secret (the old one stops at once)",
+)
+def rotate_webhook_secret(request):
+    return {"secret": webhooks.rotate_secret(request.api_key.user)}
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         created, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
@@ -265,10 +315,10 @@ def _encode_cursor(job: Job) -> str:
 @api.get("/requests", auth=bearer, tags=["requests"], summary="List your jobs, newest first")
 def list_requests(
     request,
-    limit: int = 20,
+    limit: int = Query(20, ge=1, le=100),
     cursor: str | None = None,
     model: str | None = None,
-    status: str | None = None,
+    status: Literal["pending", "running", "success", "failed", "canceled"] | None = None,
 ):
     if not 1 <= limit <= 100:
         raise ApiError(400, "invalid_parameter", "limit must be between 1 and 100.", "limit")
@@ -313,23 +363,12 @@ def profile(request):
     }
 
 
-def _day(value: str | None, default, name: str):
-    if value is None:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_parameter", f"{name} must be a date, YYYY-MM-DD.", name
-        ) from None
-
-
 @api.get("/usage", auth=bearer, tags=["account"], summary="Your usage per day and model")
-def usage(request, start: str | None = None, end: str | None = None):
+def usage(request, start: date | None = None, end: date | None = None):
     """Finished jobs of the account (all keys) per UTC day and model, `start`..`end` inclusive."""
     today = timezone.now().date()
-    end_day = _day(end, today, "end")
-    start_day = _day(start, end_day - timedelta(days=29), "start")
+    end_day = end or today
+    start_day = start or end_day - timedelta(days=29)
     if start_day > end_day:
         raise ApiError(400, "invalid_parameter", "start is after end.", "start")
     if (end_day - start_day).days > 366:

@@ -12,12 +12,22 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from playground.celery import app as celery_app  # noqa: E402, F401
+from playground.middleware import ApiHandler  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 from playground.wsorigin import OriginCheck  # noqa: E402
 
+api_asgi_app = ApiHandler()
+
+
+async def http_app(scope, receive, send):
+    """/v1 skips the pages' middleware (sessions, CSRF, allauth, static files)."""
+    app = api_asgi_app if scope["path"].startswith("/v1/") else django_asgi_app
+    await app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": OriginCheck(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -6,7 +6,7 @@ from accounts.keys import authenticate_key
 from accounts.models import ApiKey
 from billing import ledger
 
-from . import ratelimit
+from . import ratelimit, timing
 from .errors import ApiError
 
 
@@ -46,10 +46,12 @@ def authenticate_request(request) -> ApiKey | None:
 
     The rate-limit headers are left on the request for ApiErrorMiddleware to add to the response.
     """
-    key = key_from_header(request.headers.get("Authorization"), client_ip(request))
+    with timing.span("auth"):
+        key = key_from_header(request.headers.get("Authorization"), client_ip(request))
     if key is not None:
         request.api_key = key
-        request.rate_headers = ratelimit.hit(key, ratelimit.request_kind(request))
+        with timing.span("limits"):
+            request.rate_headers = ratelimit.hit(key, ratelimit.request_kind(request))
     return key
 
 

@@ -4,13 +4,14 @@ import logging
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
 from billing import ledger
 
-from . import inputs, media, pricing
+from . import inputs, media, pricing, timing
 from .engine import events, registry
 from .errors import ApiError, from_validation_error
 from .models import AIModel, Job
@@ -35,14 +36,20 @@ def validate_params(model: AIModel, data: dict, user=None) -> dict:
     return params
 
 
-def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) -> Job:
+def submit_job(
+    user, model: AIModel, params: dict, api_key=None, within=None, webhook=None, extra=None
+) -> Job:
     """Create a job, hold its worst-case cost and queue it once the transaction commits.
 
     `within(job)`, if given, runs inside the job's transaction (e.g. claiming an idempotency key).
+    `webhook` is (url, events) from `webhooks.from_body`, already checked; `extra` more Job
+    fields (a batch and its index).
     """
+    webhook_url, webhook_events = webhook or ("", [])
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
     try:
         with transaction.atomic():
+            check_concurrency(user, api_key)
             job = Job.objects.create(
                 user=user,
                 api_key=api_key,
@@ -53,6 +60,9 @@ def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) ->
                 hold_amount=hold,
                 hold_open=hold > 0,
                 queued_at=timezone.now(),
+                webhook_url=webhook_url,
+                webhook_events=webhook_events,
+                **(extra or {}),
             )
             if hold > 0:
                 ledger.hold(user, job, hold, key=api_key)
@@ -69,6 +79,31 @@ def submit_job(user, model: AIModel, params: dict, api_key=None, within=None) ->
             503, "engine_unavailable", "The generation engine is unavailable; try again."
         )
     return job
+
+
+def check_concurrency(user, api_key=None) -> None:
+    """429 `concurrency_limited` when the account already has its tier's jobs in flight.
+
+    Called inside the submit's transaction with the account row locked, so simultaneous
+    submits are counted one after another.
+    """
+    tier = api_key.tier if api_key is not None else getattr(user, "tier", "free")
+    limit = settings.PLAYGROUND_CONCURRENT_JOBS.get(tier)
+    if not limit:
+        return
+    from billing.models import CreditAccount
+
+    ledger.account_for(user)
+    CreditAccount.objects.select_for_update().filter(user=user).first()
+    active = Job.objects.filter(user=user, status__in=[Job.PENDING, Job.RUNNING]).count()
+    if active >= limit:
+        raise ApiError(
+            429,
+            "concurrency_limited",
+            f"{active} jobs of this account are pending or running; the {tier} tier allows "
+            f"{limit} at once. Retry when one finishes.",
+            headers={"Retry-After": "1"},
+        )
 
 
 def note_cap_reached(key) -> None:
@@ -91,7 +126,8 @@ def note_cap_reached(key) -> None:
 def _enqueue_or_fail(job: Job) -> None:
     """Queue the job; if the broker is down, fail it at once with its hold released."""
     try:
-        registry.enqueue(job)
+        with timing.span("queue"):
+            registry.enqueue(job)
     except Exception:
         log.exception("could not enqueue job %s", job.request_id)
         with transaction.atomic():
@@ -173,6 +209,9 @@ def cancel_job(job: Job, delivered: dict | None = None) -> Job:
             ledger.settle(job, cost)
     job.refresh_from_db()
     if changed:
+        from .webhooks import job_completed
+
         events.request_cancel(job.request_id)
         events.publish_result(job.request_id, status_document(job))
+        job_completed(job)
     return job

@@ -1,10 +1,22 @@
-"""Every /v1 response that is an error comes out in the contract's JSON shape."""
+"""The /v1 middleware: one async-native layer for every API response.
+
+Errors that never reached ninja (404 routes, 405, 413) come out in the contract's JSON shape;
+every response gets the rate-limit headers, `Server-Timing` and `X-Request-Id`.
+Under ASGI, /v1 runs through `ApiHandler`: this middleware alone, no thread hop of its own
+(Django's MiddlewareMixin middleware each run in a thread in async mode).
+"""
 
 import json
+import uuid
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import JsonResponse
+from django.utils.module_loading import import_string
 
+from . import timing
 from .errors import error_body
 
 CODES = {
@@ -22,12 +34,37 @@ MESSAGES = {
 
 
 class ApiErrorMiddleware:
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.is_async:
+            return self._acall(request)
         if not request.path.startswith("/v1/"):
             return self.get_response(request)
+        record = self._start(request)
+        response = self._too_large(request) or self.get_response(request)
+        return self._finish(request, response, record)
+
+    async def _acall(self, request):
+        if not request.path.startswith("/v1/"):
+            return await self.get_response(request)
+        record = self._start(request)
+        response = self._too_large(request) or await self.get_response(request)
+        return self._finish(request, response, record)
+
+    @staticmethod
+    def _start(request) -> dict:
+        request.request_id = "req_" + uuid.uuid4().hex
+        return timing.start(request.request_id)
+
+    def _too_large(self, request):
         length = request.headers.get("Content-Length", "")
         limit = settings.PLAYGROUND_MAX_BODY_BYTES
         if request.content_type.startswith("multipart/"):
@@ -36,7 +73,9 @@ class ApiErrorMiddleware:
             limit = settings.PLAYGROUND_MAX_UPLOAD_BYTES + 64 * 1024
         if length.isdigit() and int(length) > limit:
             return self._error(413)
-        response = self.get_response(request)
+        return None
+
+    def _finish(self, request, response, record):
         if response.status_code >= 400 and not _is_json(response):
             converted = self._error(response.status_code)
             if response.has_header("Allow"):
@@ -44,6 +83,9 @@ class ApiErrorMiddleware:
             response = converted
         for name, value in getattr(request, "rate_headers", {}).items():
             response.setdefault(name, value)
+        response["X-Request-Id"] = record["request_id"]
+        response["Server-Timing"] = timing.header(record)
+        response.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
     @staticmethod
@@ -56,7 +98,22 @@ class ApiErrorMiddleware:
 def _is_json(response) -> bool:
     if not response.get("Content-Type", "").startswith("application/json"):
         return False
+    if response.status_code < 400 or response.streaming:
+        return True
     try:
-        return "error" in json.loads(response.content) or response.status_code < 400
+        return "error" in json.loads(response.content)
     except (ValueError, AttributeError):
         return False
+
+
+class ApiHandler(ASGIHandler):
+    """The Django app for /v1 under ASGI, with settings.API_MIDDLEWARE only (all async)."""
+
+    def load_middleware(self, is_async=False):
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response_async)
+        for path in reversed(settings.API_MIDDLEWARE):
+            handler = convert_exception_to_response(import_string(path)(handler))
+        self._middleware_chain = handler

@@ -123,6 +123,14 @@ class Job(models.Model):
     # When its queue message was last sent: the reaper sends it again once this is old.
     queued_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Where to POST the job's events (playground/webhooks.py), and which ones.
+    webhook_url = models.CharField(max_length=2000, blank=True)
+    webhook_events = models.JSONField(default=list, blank=True)
+    # Set for the items of POST /v1/batch/completions (playground/batch.py).
+    batch = models.ForeignKey(
+        "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    batch_index = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -140,6 +148,26 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class Batch(models.Model):
+    """A list of prompts submitted at once: one job per accepted item, errors for the others."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches"
+    )
+    model_slug = models.CharField(max_length=100)
+    size = models.PositiveIntegerField()
+    # Items refused at submit, by index: {"3": {"code", "message", "param"}}.
+    errors = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "batches"
+
+    def __str__(self):
+        return str(self.public_id)
 
 
 class IdempotencyKey(models.Model):
@@ -194,3 +222,41 @@ class MediaFile(models.Model):
     def ref(self) -> str:
         """How job outputs and parameters name this file: `<public_id>/<filename>`."""
         return f"{self.public_id}/{self.filename}"
+
+
+class WebhookSecret(models.Model):
+    """The account's webhook signing secret (Standard Webhooks: `whsec_` + base64 key)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    secret = models.CharField(max_length=100)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"webhook secret of {self.user_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one of a job's webhook events."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    message_id = models.CharField(max_length=64, help_text="webhook-id: the same for retries")
+    event = models.CharField(max_length=16)
+    url = models.CharField(max_length=2000)
+    attempt = models.PositiveSmallIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created", "id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        return f"{self.event} #{self.attempt} → {self.status_code or self.error}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

@@ -15,7 +15,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from billing import ledger
 
-from . import jobs
+from . import jobs, webhooks
 from .api import api, bearer, parse_body, resolve_model, wait_until_done
 from .engine import events, registry
 from .errors import ApiError
@@ -57,8 +57,10 @@ def _params(key, data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
 
 def _submit(key, data: dict, chat: bool):
     model, data, stream, include_usage = _params(key, data, chat)
+    webhook = webhooks.from_body(data)
     params = jobs.validate_params(model, data)
-    return jobs.submit_job(key.user, model, params, api_key=key), stream, include_usage
+    job = jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook)
+    return job, stream, include_usage
 
 
 def _usage(job: Job) -> dict:
@@ -216,8 +218,9 @@ api.post(
 def _submit_embeddings(key, data: dict) -> Job:
     data = {k: v for k, v in data.items() if k not in IGNORED}
     model = resolve_model(key, data.pop("model", None), "embedding")
+    webhook = webhooks.from_body(data)
     params = jobs.validate_params(model, data)
-    return jobs.submit_job(key.user, model, params, api_key=key)
+    return jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook)
 
 
 def _encode(vector: list[float], encoding: str):

@@ -19,7 +19,13 @@ from .errors import ApiError
 # (submits per minute, submits per day); reads get 10× the per-minute submit budget.
 TIERS = {"free": (20, 1_000), "pro": (600, 50_000)}
 READ_FACTOR = 10
-SUBMIT_PREFIXES = ("/v1/generate-", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+SUBMIT_PREFIXES = (
+    "/v1/generate-",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/batch/completions",
+)
 
 
 _limiter: FixedWindowRateLimiter | None = None

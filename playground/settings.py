@@ -115,6 +115,9 @@ MIDDLEWARE = [
     "allauth.usersessions.middleware.UserSessionsMiddleware",
 ]
 
+# What /v1 runs through under ASGI (playground.middleware.ApiHandler): async-native only.
+API_MIDDLEWARE = ["playground.middleware.ApiErrorMiddleware"]
+
 ROOT_URLCONF = "playground.urls"
 ASGI_APPLICATION = "playground.asgi.application"
 WSGI_APPLICATION = None
@@ -349,3 +352,23 @@ def _credit_packs(text: str) -> list[tuple[Decimal, int]]:
 
 
 PLAYGROUND_CREDIT_PACKS = _credit_packs(env("PLAYGROUND_CREDIT_PACKS", "10=5,50=20,200=70"))
+
+# Webhooks (docs/webhooks.md): hosts that may be plain http or private/loopback addresses.
+PLAYGROUND_WEBHOOK_ALLOW_HOSTS = [
+    h.strip().lower() for h in env("PLAYGROUND_WEBHOOK_ALLOW_HOSTS").split(",") if h.strip()
+]
+PLAYGROUND_WEBHOOK_MAX_ATTEMPTS = envint("PLAYGROUND_WEBHOOK_MAX_ATTEMPTS", 6)
+PLAYGROUND_WEBHOOK_RETRY_SECONDS = float(env("PLAYGROUND_WEBHOOK_RETRY_SECONDS", "5"))
+PLAYGROUND_WEBHOOK_TIMEOUT = envint("PLAYGROUND_WEBHOOK_TIMEOUT", 10)
+
+# Jobs pending or running at once per account, by tier: "free:5,pro:50" (unset: no limit).
+PLAYGROUND_CONCURRENT_JOBS = {}
+for _item in env("PLAYGROUND_CONCURRENT_JOBS").split(","):
+    if _item.strip():
+        _tier, _, _limit = _item.partition(":")
+        try:
+            PLAYGROUND_CONCURRENT_JOBS[_tier.strip()] = int(_limit)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"PLAYGROUND_CONCURRENT_JOBS must look like free:5,pro:50, not {_item!r}"
+            ) from None

@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from accounts import views as account_views
 
 from . import (
+    batch,  # noqa: F401  (registers /v1/batch routes on `api`)
     files_api,  # noqa: F401  (registers /v1/files on `api`)
     media,
     openai_api,  # noqa: F401  (registers the OpenAI-compatible routes on `api`)

@@ -5,7 +5,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import catalogue, jobs, media, pricing
+from . import catalogue, jobs, media, pricing, webhooks
 from .errors import ApiError, error_body
 from .forms import form_fields, parse_form
 from .schemas import json_schema
@@ -63,7 +63,8 @@ def job_page(request, request_id):
     except ApiError:
         raise Http404("No such job") from None
     doc = jobs.status_document(job, media.base_url(request))
-    return render(request, "playground/job.html", {"job": job, "doc": doc})
+    context = {"job": job, "doc": doc, "webhook_deliveries": webhooks.deliveries_for(job)}
+    return render(request, "playground/job.html", context)
 
 
 @login_required

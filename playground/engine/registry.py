@@ -105,7 +105,7 @@ def prompt_tokens_estimate(model, params: dict) -> int:
 # Backends whose work happens on another server: their workers need no GPU, only the network.
 REMOTE_BACKENDS = frozenset({"openai", "playground"})
 # Every queue a model can get without an operator naming one.
-QUEUES = ("text", "embedding", "image", "video", "audio", "upstream")
+QUEUES = ("text", "embedding", "image", "video", "audio", "upstream", "webhooks")
 
 
 def queue_for(model) -> str:
@@ -138,6 +138,8 @@ def time_limits(model) -> tuple[int, int]:
 # Celery's own soft limit (an exception raised inside the task) comes this long after ours,
 # which backends see through `emit.canceled()`: it only stops code that never checks.
 SOFT_LIMIT_GRACE = 2
+# Webhook deliveries: their own queue, so slow receivers never delay jobs.
+WEBHOOKS = "webhooks"
 
 
 def enqueue(job) -> None:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing import ledger
 
-from .. import pricing
+from .. import pricing, webhooks
 from ..models import Job
 from . import events, registry
 from .base import BackendError, Canceled
@@ -33,6 +33,7 @@ class JobEmitter:
         self.is_text = job.modality == "text"
         self._next_cancel_check = 0.0
         self._canceled = False
+        self.hooks = webhooks.JobHooks(job) if job.webhook_url else None
 
     def _send(self, payload: dict) -> None:
         self.seq += 1
@@ -44,17 +45,25 @@ class JobEmitter:
 
     def status(self, status: str) -> None:
         self._send({"type": "status", "status": status, "progress": self.progress_value})
+        if self.hooks and status == Job.RUNNING:
+            self.hooks.fire("start")
 
     def progress(self, value: float) -> None:
         self.progress_value = max(0.0, min(1.0, float(value)))
         self._send({"type": "progress", "progress": self.progress_value})
+        if self.hooks:
+            self.hooks.fire("output")
 
     def delta(self, text: str) -> None:
         self.pieces.append(text)
         self._send({"type": "delta", "text": text})
+        if self.hooks:
+            self.hooks.fire("output")
 
     def log(self, message: str) -> None:
         self._send({"type": "log", "message": str(message)})
+        if self.hooks:
+            self.hooks.log(str(message))
 
     def metrics(self, **numbers: float) -> None:
         self._send({"type": "metrics", **numbers})
@@ -153,8 +162,10 @@ def abandon(job_id: int, code: str, message: str, reason: str) -> bool:
             return False
         job = Job.objects.select_related("user").get(pk=job_id)
         ledger.settle(job, None, reason=reason)
+    discard_outputs(job)
     job.refresh_from_db()
     events.publish_result(job.request_id, status_document(job))
+    webhooks.job_completed(job)
     return True
 
 
@@ -181,6 +192,7 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
     if changed:
         job.refresh_from_db()
         events.publish_result(job.request_id, status_document(job))
+        webhooks.job_completed(job)
 
 
 def discard_outputs(job) -> None:

@@ -42,6 +42,13 @@ def _worker_process_gone(sender=None, exception=None, args=None, **kwargs):
         log.exception("could not fail job %s after its worker process died", args[0])
 
 
+@shared_task(name="playground.deliver_webhook", ignore_result=True, time_limit=120)
+def deliver_webhook(job_id: int, event: str, message_id: str, attempt: int = 1, body=None):
+    from .. import webhooks
+
+    webhooks.deliver(job_id, event, message_id, attempt, body)
+
+
 @worker_ready.connect
 def _start_reaper(**kwargs):
     from . import reaper

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
-        ("playground", "0001_initial"),
+        ("playground", "0002_media_files"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
