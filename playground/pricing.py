@@ -34,3 +34,16 @@ def pricing_document(model) -> dict:
         "per_image": fmt(model.per_image),
         "per_second": fmt(model.per_second),
     }
+
+
+def headline(model) -> tuple[Decimal, str]:
+    """The one price a catalogue card shows and filters on: (amount, unit)."""
+    if model.modality == "text":
+        return model.per_1k_output, "1K output tokens"
+    if model.modality == "embedding":
+        return model.per_1k_input, "1K input tokens"
+    if model.per_image:
+        return model.per_image, "image"
+    if model.per_second:
+        return model.per_second, "second"
+    return model.per_request, "request"

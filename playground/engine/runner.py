@@ -73,6 +73,7 @@ def run_job(job_id: int) -> None:
     job = Job.objects.select_related("model", "user").get(pk=job_id)
     emit = JobEmitter(job)
     emit.status(Job.RUNNING)
+    events.publish_user_job(job)
     t0 = time.perf_counter()
     try:
         if job.model is None or not job.model.enabled:
@@ -133,3 +134,4 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
     if changed:
         job.refresh_from_db()
         events.publish_result(job.request_id, status_document(job))
+        events.publish_user_job(job)
