@@ -134,7 +134,7 @@ def changed_params(schema: dict, params: dict, always=("prompt", "messages", "in
     return {
         k: v
         for k, v in params.items()
-        if k in always
+        if (k in always and v is not None)
         or k in schema.get("required", [])
         or (v not in (None, []) and v != props.get(k, {}).get("default"))
     }

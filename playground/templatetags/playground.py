@@ -48,3 +48,11 @@ def money(value):
     from billing.ledger import fmt
 
     return "—" if value is None else fmt(value)
+
+
+@register.filter
+def codespans(text):
+    """`code` spans of a plain text as <code> (the rest escaped)."""
+    from playground.forms import _help_html
+
+    return _help_html(str(text))
