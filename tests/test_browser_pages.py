@@ -340,3 +340,83 @@ def test_dashboard_lists_jobs_live(page, site, account):
     expect(page.locator("#recent li")).to_have_count(min(before + 1, 8))
     expect(page.locator("#recent li").first).to_contain_text("success")
     assert page.evaluate("() => window.__marker") == marker, "the page was reloaded"
+
+
+def _wav_data_uri() -> str:
+    import base64
+    import struct
+
+    samples = b"\x00\x00" * 800  # 0.1 s of silence, 8 kHz mono 16-bit
+    header = b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+    return (
+        "data:audio/wav;base64,"
+        + base64.b64encode(header + b"data" + struct.pack("<I", len(samples)) + samples).decode()
+    )
+
+
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAE"
+    "hQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def test_media_job_progress_bar_reaches_100_and_result_shows_in_place(page, site, account):
+    """The media backends live on another branch: a job's socket is played by the test
+    (CONTRACT §7 messages), the page renders progress and the image/audio/video result."""
+    from playwright.sync_api import expect
+
+    hanging = FakeOpenAI()
+    hanging.mode = "hang"
+    hanging.start()
+    request_id = None
+    try:
+        site.manage("models", "add-openai", "hanging", "--base-url", hanging.base_url)
+        doc = api(site, account[2], "/v1/generate-text", {"model": "hanging", "prompt": "x"})
+        request_id = doc.json()["request_id"]
+        audio = _wav_data_uri()
+        result = {
+            "request_id": request_id,
+            "model": "hanging",
+            "status": "success",
+            "progress": 1,
+            "cost": "0.5",
+            "images": [{"url": PIXEL}],
+            "audio_url": audio,
+            "video": {"url": audio},
+        }
+        steps = []
+        snapshot = {"request_id": request_id, "model": "hanging", "status": "running",
+                    "progress": 0}  # fmt: skip
+
+        def play_clean(ws):
+            ws.send(json.dumps({"type": "snapshot", "job": snapshot}))
+            steps.append(ws)
+
+        page.route_web_socket(re.compile(r".*/ws/jobs/.*"), play_clean)
+        page.goto(site.base_url + f"/jobs/{request_id}/")
+        panel = page.locator(".job")
+        expect(panel).to_have_attribute("data-status", "running")
+        ws = steps[0]
+        ws.send(json.dumps({"type": "progress", "progress": 0.4}))
+        expect(panel.locator("[data-field=progressbar]")).to_have_attribute("aria-valuenow", "40")
+        ws.send(json.dumps({"type": "log", "message": "step 20 of 50"}))
+        expect(page.locator(".event-log")).to_contain_text("log: step 20 of 50")
+        ws.send(json.dumps({"type": "progress", "progress": 1}))
+        ws.send(json.dumps({"type": "result", "job": result}))
+        expect(panel).to_have_attribute("data-status", "success")
+        expect(panel.locator("[data-field=progressbar]")).to_have_attribute("aria-valuenow", "100")
+        expect(panel.locator(".media img")).to_have_attribute("src", PIXEL)
+        expect(panel.locator(".media audio")).to_have_attribute("src", audio)
+        expect(panel.locator(".media video")).to_have_count(1)
+        expect(panel.locator(".media a[download]")).to_have_count(3)
+        expect(panel.locator("[data-field=text]")).to_be_hidden()
+        expect(panel.locator("[data-field=cost]")).to_have_text("0.5 credits")
+        shot(page, "flow-media-result")
+    finally:
+        if request_id:
+            httpx.post(
+                site.base_url + f"/v1/requests/{request_id}/cancel",
+                headers={"Authorization": f"Bearer {account[2]}"},
+            )
+        hanging.close()
