@@ -63,6 +63,8 @@ def main() -> None:
             timeout=30,
         ).json()["request_id"]
         pages = {
+            # A bare JSON view: what the server and the network cost with no page at all.
+            "healthz": "/healthz",
             "dashboard": "/",
             "catalogue": "/models/",
             "model": f"/models/{MODEL}/",
