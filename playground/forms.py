@@ -105,11 +105,19 @@ def form_fields(schema: dict, values: dict | None = None, errors: dict | None = 
                 "step": step,
                 "choices": next((v["enum"] for v in _variants(prop) if "enum" in v), []),
                 "accept": _media_accept(name, prop),
+                "max_bytes": inline_file_limit(),
                 "error": errors.get(name, ""),
                 "advanced": name not in MAIN and name not in required,
             }
         )
     return fields
+
+
+def inline_file_limit() -> int:
+    """The largest file a form sends inline: its base64 data: URI must fit a JSON body."""
+    from django.conf import settings
+
+    return settings.PLAYGROUND_MAX_BODY_BYTES * 3 // 4 - 4096
 
 
 def parse_form(schema: dict, data) -> dict:

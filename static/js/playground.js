@@ -66,6 +66,14 @@
     if (!file.dataset || !file.dataset.mediaFor || !file.files.length) return;
     var target = byId(file.dataset.mediaFor);
     var preview = document.querySelector('[data-media-preview="' + file.dataset.mediaFor + '"]');
+    // The file travels inline as a data: URI, so it must fit the request body limit.
+    var limit = Number(file.dataset.maxBytes) || 0;
+    if (limit && file.files[0].size > limit) {
+      preview.textContent = "This file is " + Math.ceil(file.files[0].size / 1024) +
+        " KB; files up to " + Math.floor(limit / 1024) + " KB go inline. Paste a URL instead.";
+      file.value = "";
+      return;
+    }
     var reader = new FileReader();
     reader.onload = function () {
       target.value = reader.result;
