@@ -127,3 +127,22 @@ def visible_models():
 
 def get_model(slug: str) -> AIModel | None:
     return visible_models().filter(slug=slug).first()
+
+
+def run_times() -> dict:
+    """{model pk: (average run seconds, runs)} over the successful jobs, in one SQL aggregate."""
+    from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
+
+    from .models import Job
+
+    took = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    rows = (
+        Job.objects.filter(status=Job.SUCCESS, started_at__isnull=False, finished_at__isnull=False)
+        .values("model_id")
+        .annotate(average=Avg(took), runs=Count("id"))
+    )
+    return {
+        row["model_id"]: (row["average"].total_seconds(), row["runs"])
+        for row in rows
+        if row["average"] is not None
+    }

@@ -82,3 +82,26 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(payload)
         if event["payload"]["type"] == "result":
             await self.close(code=1000)
+
+
+class UserConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/user/`: the signed-in user's job updates (group `user_<id>`), for the dashboard."""
+
+    async def connect(self):
+        await self.accept()
+        self.group = None
+        user = await _user_from_scope(self.scope)
+        if user is None or user == "rate_limited":
+            await self.close(code=4401 if user is None else 4429)
+            return
+        self.group = events.user_group(user.pk)
+        await events.keep_listening(self.channel_layer)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json({"type": "ready"})
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def user_job(self, event):
+        await self.send_json(event["payload"])

@@ -125,6 +125,7 @@ def note_cap_reached(key) -> None:
 
 def _enqueue_or_fail(job: Job) -> None:
     """Queue the job; if the broker is down, fail it at once with its hold released."""
+    events.publish_user_job(job)
     try:
         with timing.span("queue"):
             registry.enqueue(job)
@@ -214,4 +215,5 @@ def cancel_job(job: Job, delivered: dict | None = None) -> Job:
         events.request_cancel(job.request_id)
         events.publish_result(job.request_id, status_document(job))
         job_completed(job)
+        events.publish_user_job(job)
     return job

@@ -131,6 +131,8 @@ class Job(models.Model):
         "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     batch_index = models.PositiveIntegerField(null=True, blank=True)
+    # A public read-only link, off by default: a random token; cleared to revoke it.
+    share_token = models.CharField(max_length=64, null=True, blank=True, unique=True)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -148,6 +150,18 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def queue_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return max(0.0, (self.started_at - self.created).total_seconds())
+
+    @property
+    def run_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
 
 
 class Batch(models.Model):

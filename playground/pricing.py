@@ -101,7 +101,10 @@ def estimate(model, params: dict) -> dict:
         part = model.per_1k_output * max_tokens / THOUSAND
         label = f"up to {max_tokens} output tokens × {fmt(model.per_1k_output)} / 1K"
         lines.append((label, fmt(part)))
-    most = charge(model, usage)
+    try:  # the hold's own rule (media: images, seconds); a half-typed value falls back
+        most = worst_case(model, clean, tokens)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        most = charge(model, usage)
     return {
         "max": fmt(most),
         "per_request": fmt(model.per_request),
@@ -109,3 +112,16 @@ def estimate(model, params: dict) -> dict:
         "lines": lines,
         "text": f"at most {fmt(most)} credits" if most else "free",
     }
+
+
+def headline(model) -> tuple[Decimal, str]:
+    """The one price a catalogue card shows and filters on: (amount, unit)."""
+    if model.modality == "text":
+        return model.per_1k_output, "1K output tokens"
+    if model.modality == "embedding":
+        return model.per_1k_input, "1K input tokens"
+    if model.per_image:
+        return model.per_image, "image"
+    if model.per_second:
+        return model.per_second, "second"
+    return model.per_request, "request"

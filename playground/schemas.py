@@ -211,4 +211,11 @@ def params_for(model) -> type[BaseModel]:
 
 
 def json_schema(model) -> dict:
-    return params_for(model).model_json_schema()
+    """The model's parameter JSON Schema; shared and cached, so callers must not change it."""
+    return _schema_of(params_for(model))
+
+
+@cache
+def _schema_of(params_class: type[BaseModel]) -> dict:
+    # Generating it costs milliseconds, and every model page and docs page needs it.
+    return params_class.model_json_schema()

@@ -6,6 +6,7 @@ from accounts import views as account_views
 from . import (
     batch,  # noqa: F401  (registers /v1/batch routes on `api`)
     files_api,  # noqa: F401  (registers /v1/files on `api`)
+    jobviews,
     media,
     openai_api,  # noqa: F401  (registers the OpenAI-compatible routes on `api`)
     views,
@@ -18,7 +19,19 @@ urlpatterns = [
     path("models/", views.catalogue_page, name="catalogue"),
     path("models/<slug:slug>/", views.model_page, name="model"),
     path("models/<slug:slug>/run", views.run_model, name="run-model"),
-    path("jobs/<uuid:request_id>/", views.job_page, name="job"),
+    path("models/<slug:slug>/preview", views.preview, name="model-preview"),
+    path("models/<slug:slug>/chat", views.chat_page, name="model-chat"),
+    path("models/<slug:slug>/chat/send", views.chat_send, name="model-chat-send"),
+    path("models/<slug:slug>/docs", views.docs_page, name="model-docs"),
+    path("compare/", views.compare_page, name="compare"),
+    path("compare/run", views.compare_run, name="compare-run"),
+    path("dashboard/recent", jobviews.recent_jobs, name="recent-jobs"),
+    path("jobs/", jobviews.jobs_page, name="jobs"),
+    path("jobs/<uuid:request_id>/", jobviews.job_page, name="job"),
+    path("jobs/<uuid:request_id>/cancel", jobviews.cancel, name="cancel-job"),
+    path("jobs/<uuid:request_id>/rerun", jobviews.rerun, name="rerun-job"),
+    path("jobs/<uuid:request_id>/share", jobviews.share, name="share-job"),
+    path("s/<str:token>/", jobviews.shared_job, name="shared-job"),
     path("balance", views.balance, name="balance"),
     path("billing/", include("billing.urls")),
     path("keys/", account_views.keys, name="keys"),

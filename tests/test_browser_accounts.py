@@ -248,7 +248,7 @@ def test_verify_totp_login_rotate_key_and_login_throttle(site, page, shots):
     page.locator("input[name=code]").fill(fresh_totp(secret))
     _submit(page)
     expect(page.locator(".site-user .user-email")).to_have_text(email)
-    expect(page).to_have_url(base + "/models/")
+    expect(page).to_have_url(base + "/")  # the dashboard
     assert _balance(page) == Decimal("10")
 
     # -- A named API key, created right after the login (sudo mode: no second password).

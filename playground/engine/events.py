@@ -143,6 +143,21 @@ async def keep_listening(layer) -> None:
         await layer.new_channel("listening.")
 
 
+def user_group(user_id) -> str:
+    return f"user_{user_id}"
+
+
+def publish_user_job(job) -> None:
+    """A small job-update event to its owner's group (`/ws/user/`: the dashboard's live list)."""
+    payload = {
+        "type": "job",
+        "request_id": str(job.request_id),
+        "model": job.model_slug,
+        "status": job.status,
+    }
+    publisher().send(user_group(job.user_id), {"type": "user.job", "payload": payload})
+
+
 def publish_result(request_id, document: dict) -> None:
     # seq 2**62: later than anything the worker sent, so a late snapshot never hides the result.
     publish(request_id, {"type": "result", "job": document}, seq=2**62)

@@ -95,6 +95,7 @@ def run_job(job_id: int) -> None:
     soft, _ = registry.time_limits(job.model)
     emit = JobEmitter(job, soft_time_limit=soft)
     emit.status(Job.RUNNING)
+    events.publish_user_job(job)
     t0 = time.perf_counter()
     try:
         if job.model is None or not job.model.enabled:
@@ -166,6 +167,7 @@ def abandon(job_id: int, code: str, message: str, reason: str) -> bool:
     job.refresh_from_db()
     events.publish_result(job.request_id, status_document(job))
     webhooks.job_completed(job)
+    events.publish_user_job(job)
     return True
 
 
@@ -193,6 +195,7 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
         job.refresh_from_db()
         events.publish_result(job.request_id, status_document(job))
         webhooks.job_completed(job)
+        events.publish_user_job(job)
 
 
 def discard_outputs(job) -> None:
