@@ -1,6 +1,6 @@
 """The price rules: the worst-case hold at submit and the exact charge from usage."""
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from billing.ledger import fmt, round_money
 
@@ -103,7 +103,7 @@ def estimate(model, params: dict) -> dict:
         lines.append((label, fmt(part)))
     try:  # the hold's own rule (media: images, seconds); a half-typed value falls back
         most = worst_case(model, clean, tokens)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, InvalidOperation):
         most = charge(model, usage)
     return {
         "max": fmt(most),

@@ -79,11 +79,11 @@ def test_admin_creates_a_batch(client, db):
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_max_uses_holds_under_concurrency():
-    """40 accounts, each in two threads at once, race for a code of 7 uses."""
+    """20 accounts, each in two threads at once, race for a code of 7 uses."""
     require_postgres()
     users = [
         User.objects.create_user(email=f"u{i}@example.com", password="pw-123456789")
-        for i in range(40)
+        for i in range(20)
     ]
     for user in users:
         ledger.account_for(user)
