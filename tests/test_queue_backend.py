@@ -214,3 +214,50 @@ def test_canceling_the_job_here_cancels_it_on_the_remote(remote, api, alice_key,
     assert not thread.is_alive()
     there = remote_api(remote, "GET", f"/v1/requests/{there['request_id']}").json()
     assert there["status"] == "canceled", there
+
+
+async def test_a_front_playground_streams_the_remote_jobs_events(remote, tmp_path):
+    """Two live sites: a client of the front one sees the remote's progress and text live."""
+    import asyncio
+    import json
+
+    import websockets
+    from asgiref.sync import sync_to_async
+
+    front = await sync_to_async(start_site)(tmp_path, extra_env={KEY_ENV: remote.key})
+    try:
+        await sync_to_async(front.manage)(
+            "models",
+            "add-remote",
+            "far-slow",
+            "--base-url",
+            remote.base_url + "/v1",
+            "--upstream-model",
+            "slow",
+            "--api-key-env",
+            KEY_ENV,
+            "--max-tokens",
+            "1024",
+        )
+        key = await sync_to_async(front.user_with_key)("client@example.com", "5")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=front.base_url, headers=headers) as client:
+            body = {"model": "far-slow", "prompt": "The class", "max_tokens": 200}
+            r = await client.post("/v1/generate-text", json=body)
+            assert r.status_code == 200, r.text
+            rid = r.json()["request_id"]
+        messages = []
+        url = f"{front.ws_url}/ws/jobs/{rid}/"
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            async with asyncio.timeout(30):
+                async for raw in ws:
+                    messages.append(json.loads(raw))
+    finally:
+        await sync_to_async(front.stop)()
+    final = messages[-1]
+    assert final["type"] == "result" and final["job"]["status"] == "success", final
+    deltas = "".join(m["text"] for m in messages if m["type"] == "delta")
+    assert deltas and final["job"]["text"].endswith(deltas)  # the snapshot may hold a start
+    live = [m["progress"] for m in messages if m["type"] == "progress" and 0 < m["progress"] < 1]
+    assert len(live) >= 2, [m["type"] for m in messages]
+    assert final["job"]["usage"]["completion_tokens"] == 200
