@@ -276,9 +276,14 @@ def test_pending_job_whose_message_was_lost_is_requeued_and_runs_once(site, redi
     assert redis_client.llen(key) == 1
     redis_client.delete(key)  # the broker lost it
     site.start_worker("--queues", "lostq", log_name="lost")
-    assert job(site, rid)["status"] == "pending"
     # Sent again once its message is 3 s old (PLAYGROUND_REQUEUE_AFTER), then run.
     doc = wait_for(site, rid, finished, timeout=20)
     assert doc["status"] == "success", doc
     reason, captures = release_reason(site, rid).split("\n")[:2]
     assert captures == "1"
+    resent_after = site.shell(
+        "from playground.models import Job\n"
+        f"job = Job.objects.get(request_id='{rid}')\n"
+        "print((job.queued_at - job.created).total_seconds())"
+    )
+    assert float(resent_after) >= 3
