@@ -6,8 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = (
         "Run a Celery engine worker for this site (services mode). Without --queues it takes "
-        "every queue: text, embedding, image, video, audio, upstream and any queue an operator "
-        "gave a model. With --queues it takes only those, e.g. a GPU machine: --queues image,video."
+        "every queue: text, embedding, image, video, audio, upstream, engine (other tasks) and "
+        "any queue an operator gave a model. With --queues it takes only those, e.g. a GPU "
+        "machine: --queues image,video."
     )
 
     def add_arguments(self, parser):
