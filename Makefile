@@ -34,8 +34,9 @@ run-services: $(VENV)/.run-deps
 	echo "Playground is running at http://$(HOST):$(PORT)/"; \
 	$(BIN)/daphne -b $(HOST) -p $(PORT) playground.asgi:application
 
+## worker: an engine worker taking every queue, or only QUEUES (e.g. `make worker QUEUES=image,video`).
 worker: $(VENV)/.run-deps
-	$(BIN)/python manage.py worker
+	$(BIN)/python manage.py worker $(if $(QUEUES),--queues $(QUEUES))
 
 test: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

@@ -19,6 +19,6 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
-    task_default_queue="text",
+    task_default_queue="engine",  # registry.DEFAULT_QUEUE
 )
 app.autodiscover_tasks(["playground.engine"])

@@ -66,7 +66,7 @@ def test_each_modality_and_remote_backend_has_its_queue(db):
 def test_operator_queue_wins_and_workers_taking_all_take_it(db):
     model = add_openai("--queue", "gpu-a")
     assert registry.queue_for(model) == "gpu-a"
-    assert registry.all_queues() == [*registry.QUEUES] + ["gpu-a"]
+    assert registry.all_queues() == [*registry.QUEUES, "engine", "gpu-a"]
     # Updating without --queue keeps it; an empty one goes back to the default.
     assert registry.queue_for(add_openai()) == "gpu-a"
     assert registry.queue_for(add_openai("--queue", "")) == "upstream"

@@ -146,10 +146,25 @@ def test_a_worker_takes_only_its_queues(site, redis_client):
     r = api(site, "POST", "/v1/embeddings", json={"model": "hash-embed", "input": "hello"})
     assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 256, r.text
     assert job(site, rid)["status"] == "pending"
-    # A worker for the text queue runs it.
+    # A job canceled while it waits never starts.
+    before = balances(site)
+    canceled = submit(site, "trigram-pydoc")["request_id"]
+    r = api(site, "POST", f"/v1/requests/{canceled}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "canceled", r.text
+    assert balances(site) == before  # its hold released; the first job's still held
+    # A worker for the text queue runs the first one, and only that.
     text_worker(site)
     doc = wait_for(site, rid, finished)
     assert doc["status"] == "success" and doc["text"].strip(), doc
+    submit(site, "trigram-pydoc", wait_for_result=True)  # the canceled one's message is gone too
+    assert job(site, canceled)["status"] == "canceled"
+    assert (
+        site.shell(
+            "from playground.models import Job\n"
+            f"print(Job.objects.get(request_id='{canceled}').started_at)"
+        ).strip()
+        == "None"
+    )
 
 
 # Cancel ------------------------------------------------------------------------------------
@@ -267,3 +282,9 @@ def test_pending_job_whose_message_was_lost_is_requeued_and_runs_once(site, redi
     assert doc["status"] == "success", doc
     reason, captures = release_reason(site, rid).split("\n")[:2]
     assert captures == "1"
+    resent_after = site.shell(
+        "from playground.models import Job\n"
+        f"job = Job.objects.get(request_id='{rid}')\n"
+        "print((job.queued_at - job.created).total_seconds())"
+    )
+    assert float(resent_after) >= 3

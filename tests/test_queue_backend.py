@@ -214,3 +214,166 @@ def test_canceling_the_job_here_cancels_it_on_the_remote(remote, api, alice_key,
     assert not thread.is_alive()
     there = remote_api(remote, "GET", f"/v1/requests/{there['request_id']}").json()
     assert there["status"] == "canceled", there
+
+
+async def test_a_front_playground_streams_the_remote_jobs_events(remote, tmp_path):
+    """Two live sites: a client of the front one sees the remote's progress and text live."""
+    import asyncio
+    import json
+
+    import websockets
+    from asgiref.sync import sync_to_async
+
+    front = await sync_to_async(start_site)(tmp_path, extra_env={KEY_ENV: remote.key})
+    try:
+        await sync_to_async(front.manage)(
+            "models",
+            "add-remote",
+            "far-slow",
+            "--base-url",
+            remote.base_url + "/v1",
+            "--upstream-model",
+            "slow",
+            "--api-key-env",
+            KEY_ENV,
+            "--max-tokens",
+            "1024",
+        )
+        key = await sync_to_async(front.user_with_key)("client@example.com", "5")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=front.base_url, headers=headers) as client:
+            body = {"model": "far-slow", "prompt": "The class", "max_tokens": 200}
+            r = await client.post("/v1/generate-text", json=body)
+            assert r.status_code == 200, r.text
+            rid = r.json()["request_id"]
+        messages = []
+        url = f"{front.ws_url}/ws/jobs/{rid}/"
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            async with asyncio.timeout(30):
+                async for raw in ws:
+                    messages.append(json.loads(raw))
+    finally:
+        await sync_to_async(front.stop)()
+    final = messages[-1]
+    assert final["type"] == "result" and final["job"]["status"] == "success", final
+    deltas = "".join(m["text"] for m in messages if m["type"] == "delta")
+    assert deltas and final["job"]["text"].endswith(deltas)  # the snapshot may hold a start
+    live = [m["progress"] for m in messages if m["type"] == "progress" and 0 < m["progress"] < 1]
+    assert len(live) >= 2, [m["type"] for m in messages]
+    assert final["job"]["usage"]["completion_tokens"] == 200
+
+
+class FakeRemote:
+    """A scripted queue-style API: `polls` is the list of (status code, body) answers to
+    GET /v1/requests/r1, the last one repeated; records cancels."""
+
+    def __init__(self, polls):
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fake = self
+        self.polls = list(polls)
+        self.canceled = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.endswith("/cancel"):
+                    fake.canceled.set()
+                    return self.answer(200, {"status": "canceled"})
+                self.answer(200, {"request_id": "r1", "status": "pending"})
+
+            def do_GET(self):
+                status, body = fake.polls.pop(0) if len(fake.polls) > 1 else fake.polls[0]
+                self.answer(status, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def scripted(polls, **config):
+    remote = FakeRemote(polls)
+    config = {"base_url": remote.base_url, "upstream_model": "m", "modality": "image"} | config
+    return remote, QueueBackend({"poll_min": 0.02, "poll_max": 0.05} | config)
+
+
+def test_media_output_is_passed_through_and_429_only_slows_polling():
+    busy = (429, {"error": {"message": "slow down"}})
+    done = {
+        "request_id": "r1",
+        "model": "their-name",
+        "status": "success",
+        "created": 1,
+        "progress": 1,
+        "cost": "0.5",
+        "images": [{"url": "https://remote.example/media/x.png?sig=abc"}],
+        "seed": 42,
+        "timings": {"inference": 1.5},
+        "usage": {"images": 1, "note": "not a number"},
+    }
+    running = {"status": "running", "progress": 0.5}
+    # 429s for longer than the timeout: the remote is there, so this is no timeout.
+    remote, adapter = scripted([busy] * 15 + [(200, running), (200, done)], timeout=0.2)
+    try:
+        emit = Recorder()
+        result = adapter.run({"prompt": "a cat"}, emit)
+    finally:
+        remote.close()
+    assert result.output == {
+        "images": [{"url": "https://remote.example/media/x.png?sig=abc"}],
+        "seed": 42,
+        "timings": {"inference": 1.5},
+    }
+    assert result.usage == {"images": 1}
+    assert emit.progress_values == [0.5]
+    assert not remote.canceled.is_set()
+
+
+def test_remote_failing_for_longer_than_the_timeout_is_upstream_timeout_and_canceled():
+    remote, adapter = scripted([(503, {"error": {"message": "overloaded"}})], timeout=0.3)
+    try:
+        with pytest.raises(BackendError) as info:
+            adapter.run({"prompt": "a cat"}, Recorder())
+        assert remote.canceled.wait(2)
+    finally:
+        remote.close()
+    assert info.value.code == "upstream_timeout" and "overloaded" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "answer,code",
+    [
+        (
+            (200, {"status": "failed", "error": {"code": "upstream_timeout", "message": "x"}}),
+            "upstream_timeout",
+        ),
+        ((200, {"status": "failed", "error": {"code": "insufficient_credits"}}), "upstream_error"),
+        ((200, {"status": "canceled"}), "upstream_error"),
+        ((404, {"error": {"message": "No such request."}}), "upstream_error"),
+        ((200, ["not", "a", "document"]), "upstream_error"),
+    ],
+)
+def test_remote_failures_map_to_our_codes(answer, code):
+    remote, adapter = scripted([answer])
+    try:
+        with pytest.raises(BackendError) as info:
+            adapter.run({"prompt": "a cat"}, Recorder())
+    finally:
+        remote.close()
+    assert info.value.code == code

@@ -36,7 +36,9 @@ class Emitter(Protocol):
 
     def metrics(self, **numbers: float) -> None: ...
 
-    def canceled(self) -> bool: ...
+    def canceled(self) -> bool:
+        """True once the job was canceled or ran past its soft time limit: raise Canceled."""
+        ...
 
     def store(self, data: bytes, filename: str, content_type: str) -> str:
         """Saves an output file of the job; returns its ref for the output (`{"file": ref}`)."""

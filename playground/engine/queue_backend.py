@@ -89,7 +89,8 @@ class QueueBackend:
         return key
 
     def _submit(self, client: httpx.Client, params: dict[str, Any], emit: Emitter) -> str:
-        body = {**params, "model": self.model}
+        # Unset parameters are left out: the remote applies its own defaults.
+        body = {k: v for k, v in params.items() if v is not None} | {"model": self.model}
         # One key for every attempt: a retried submit that had reached the remote gives the
         # same remote job, never a second one.
         headers = {"Idempotency-Key": f"pg-{uuid.uuid4()}"}

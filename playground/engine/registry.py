@@ -106,6 +106,8 @@ def prompt_tokens_estimate(model, params: dict) -> int:
 REMOTE_BACKENDS = frozenset({"openai", "playground"})
 # Every queue a model can get without an operator naming one.
 QUEUES = ("text", "embedding", "image", "video", "audio", "upstream", "webhooks")
+# Celery's default queue: tasks other than jobs, and jobs queued before there were queues.
+DEFAULT_QUEUE = "engine"
 
 
 def queue_for(model) -> str:
@@ -124,7 +126,8 @@ def all_queues() -> list[str]:
     from ..models import AIModel
 
     named = AIModel.objects.exclude(queue="").values_list("queue", flat=True).distinct()
-    return [*QUEUES, *sorted(set(named) - set(QUEUES))]
+    known = {*QUEUES, DEFAULT_QUEUE}
+    return [*QUEUES, DEFAULT_QUEUE, *sorted(set(named) - known)]
 
 
 def time_limits(model) -> tuple[int, int]:

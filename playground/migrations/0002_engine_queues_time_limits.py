@@ -5,35 +5,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('playground', '0001_initial'),
+        ("playground", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='aimodel',
-            name='queue',
-            field=models.CharField(blank=True, help_text='Engine queue its jobs go to; blank: by backend and modality (upstream for remote backends, else the modality). Workers take queues with `manage.py worker --queues`.', max_length=64, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', "Letters, digits, '-', '_' and '.' only.")]),
+            model_name="aimodel",
+            name="queue",
+            field=models.CharField(
+                blank=True,
+                help_text="Engine queue its jobs go to; blank: by backend and modality (upstream for remote backends, else the modality). Workers take queues with `manage.py worker --queues`.",
+                max_length=64,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                        "Letters, digits, '-', '_' and '.' only.",
+                    )
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='aimodel',
-            name='soft_time_limit',
-            field=models.PositiveIntegerField(blank=True, help_text='Seconds a job may run before it is stopped and fails with time_limit; blank: PLAYGROUND_JOB_TIME_LIMIT.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="aimodel",
+            name="soft_time_limit",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Seconds a job may run before it is stopped and fails with time_limit; blank: PLAYGROUND_JOB_TIME_LIMIT.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='aimodel',
-            name='time_limit',
-            field=models.PositiveIntegerField(blank=True, help_text='Hard limit in seconds: a job still running then has its worker process killed; blank: PLAYGROUND_JOB_HARD_TIME_LIMIT. Must exceed the soft limit.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="aimodel",
+            name="time_limit",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Hard limit in seconds: a job still running then has its worker process killed; blank: PLAYGROUND_JOB_HARD_TIME_LIMIT. Must exceed the soft limit.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='job',
-            name='queued_at',
+            model_name="job",
+            name="queued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='aimodel',
-            name='backend',
-            field=models.CharField(help_text='trigram | hashing | openai | playground', max_length=32),
+            model_name="aimodel",
+            name="backend",
+            field=models.CharField(
+                help_text="trigram | hashing | openai | playground", max_length=32
+            ),
         ),
     ]

@@ -6,8 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = (
         "Run a Celery engine worker for this site (services mode). Without --queues it takes "
-        "every queue: text, embedding, image, video, audio, upstream and any queue an operator "
-        "gave a model. With --queues it takes only those, e.g. a GPU machine: --queues image,video."
+        "every queue: text, embedding, image, video, audio, upstream, engine (other tasks) and "
+        "any queue an operator gave a model. With --queues it takes only those, e.g. a GPU "
+        "machine: --queues image,video."
     )
 
     def add_arguments(self, parser):
@@ -24,6 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from celery.signals import worker_ready
+        from django.db import connections
 
         from playground.celery import app
         from playground.engine import registry
@@ -36,6 +38,12 @@ class Command(BaseCommand):
             bad = [q for q in queues if not re.fullmatch(QUEUE_RE, q)]
             if not queues or bad:
                 raise CommandError(f"--queues: not a list of queue names: {options['queues']!r}")
+
+        # Forked worker processes must not inherit this process's database connections.
+        for connection in connections.all(initialized_only=True):
+            connection.close()
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
 
         def announce(**kwargs):
             # Celery's own "ready." line is an INFO log, which LOGGING keeps quiet.
