@@ -162,6 +162,7 @@ class SpeechParams(BaseModel):
     )
     speed: int = Field(175, ge=80, le=400, description="Words per minute (80–400).")
     pitch: int = Field(50, ge=0, le=99, description="Voice pitch (0–99).")
+    output_format: Literal["wav", "mp3"] = Field("wav", description="`wav` or `mp3`.")
 
 
 class MusicParams(BaseModel):
@@ -176,6 +177,7 @@ class MusicParams(BaseModel):
     )
     duration: int = Field(10, ge=1, le=60, description="Length in seconds (1–60).")
     seed: int | None = SEED
+    output_format: Literal["wav", "mp3"] = Field("wav", description="`wav` or `mp3`.")
 
 
 @cache

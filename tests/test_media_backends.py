@@ -4,6 +4,7 @@ import base64
 import io
 import os
 import shutil
+import subprocess
 import tempfile
 import wave
 from decimal import Decimal
@@ -214,6 +215,24 @@ def test_music_end_to_end(api, client, alice_key, alice_with_credits):
     assert (channels, rate, seconds) == (1, 24000, 3.0)
     assert doc["cost"] == "0.003"
     assert ledger.balances(alice_with_credits)[0] == Decimal("9.997")
+
+
+def test_music_as_mp3(api, client, alice_key):
+    doc = generate(
+        api, alice_key, "audio", model="synth-music", prompt="bells", duration=2,
+        output_format="mp3",
+    )  # fmt: skip
+    assert doc["format"] == "mp3" and doc["content_type"] == "audio/mpeg"
+    data = fetch(client, doc["audio_url"])
+    assert data[:3] == b"ID3" or data[0] == 0xFF
+    # Decoded back by ffmpeg: two seconds (plus the encoder's few ms of padding).
+    raw = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", "pipe:0", "-f", "s16le",
+         "-ac", "1", "-ar", "24000", "pipe:1"],
+        input=data, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    seconds = len(raw) / 2 / 24000
+    assert 2.0 <= seconds < 2.2
 
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="needs espeak-ng (CI installs it)")
