@@ -8,7 +8,7 @@ from django.utils.safestring import mark_safe
 
 TEXTAREAS = {"prompt", "negative_prompt", "input"}
 # Shown up front; every other parameter sits under "More parameters".
-MAIN = {"prompt", "negative_prompt", "input", "image_url", "max_tokens", "temperature"}
+MAIN = {"prompt", "negative_prompt", "input", "image", "image_url", "max_tokens", "temperature"}
 
 
 def _help_html(text: str) -> str:

@@ -3,7 +3,15 @@
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 
 class Message(BaseModel):
@@ -134,7 +142,9 @@ class VideoParams(BaseModel):
     image: str = Field(
         min_length=1,
         max_length=1_500_000,
-        description=f"The first frame. {MEDIA_INPUT}",
+        # `image_url` too: CONTRACT §4 names media inputs that way in its example.
+        validation_alias=AliasChoices("image", "image_url"),
+        description=f"The first frame (also accepted as `image_url`). {MEDIA_INPUT}",
         json_schema_extra={"x-media": "image"},
     )
     aspect_ratio: Literal["16:9", "9:16", "1:1", "4:3", "3:4"] = Field(

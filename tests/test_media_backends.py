@@ -183,6 +183,24 @@ def test_video_from_an_uploaded_file_link_in_16_9(api, client, alice_key):
     assert (frames, size) == (8, (640, 360))
 
 
+def test_video_takes_image_url_as_the_contract_names_it(api, alice_key):
+    doc = generate(api, alice_key, "video", model="animate-video", prompt="pan up",
+                   image_url=png_data_uri(), resolution="360p", num_frames=8)  # fmt: skip
+    assert doc["status"] == "success"
+    both = api.post(
+        "/v1/generate-video",
+        {"model": "animate-video", "prompt": "x", "image": png_data_uri(), "image_url": "y"},
+        key=alice_key,
+    )
+    assert both.status_code == 400
+    bad = api.post(
+        "/v1/generate-video",
+        {"model": "animate-video", "prompt": "x", "image_url": "gopher://x/a.png"},
+        key=alice_key,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "image_url"
+
+
 def test_video_needs_an_image_naming_the_field(api, alice_key):
     for image in ("not a url", "ftp://example.com/a.png", "data:text/plain;base64,aGVsbG8="):
         response = api.post(
