@@ -78,7 +78,7 @@ BUILTIN = [
         "name": "Text to speech (espeak-ng)",
         "description": (
             "Built-in demo model. Speaks your text with espeak-ng, the formant synthesiser "
-            "(robotic but clear, many languages), as a WAV file. Needs the espeak-ng program "
+            "(robotic but clear, many languages), as WAV or MP3. Needs the espeak-ng program "
             "on the server. Billed per second of speech."
         ),
         "modality": "audio",
@@ -97,7 +97,7 @@ BUILTIN = [
             '(slow, dance, or "90 bpm"), the key ("in D", "A minor"; sad or dark pick '
             "minor) and the instrument (piano, organ, strings, bells, flute, synth, guitar; "
             "drums for a beat); the seed writes the melody over a four-chord progression. "
-            "WAV, billed per second."
+            "WAV or MP3, billed per second."
         ),
         "modality": "audio",
         "backend": "synth",

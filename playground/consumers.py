@@ -77,8 +77,11 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         payload = event["payload"]
         if payload["type"] == "result" and any(k in payload["job"] for k in MEDIA_KEYS):
             # The worker made its links without knowing our host; make them for this client.
-            document, _, _ = await _snapshot(self.user, self.request_id, self.base)
-            payload = {**payload, "job": document}
+            try:
+                document, _, _ = await _snapshot(self.user, self.request_id, self.base)
+                payload = {**payload, "job": document}
+            except ApiError:
+                pass  # gone meanwhile (account deleted): the worker's document will do
         await self.send_json(payload)
         if event["payload"]["type"] == "result":
             await self.close(code=1000)

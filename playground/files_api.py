@@ -83,11 +83,15 @@ def upload_file(request, file: File[UploadedFile], purpose: Form[Literal["input"
         raise _too_large()
     if not data:
         raise ApiError(400, "invalid_file", "The file is empty.", "file")
-    content_type = check_upload(data, purpose)
-    stored = media.save_file(
-        request.api_key.user, data, file.name or "upload", content_type, purpose
-    )
+    stored = store_upload(request.api_key.user, data, file.name or "upload", purpose)
     return file_document(stored, request)
+
+
+def store_upload(user, data: bytes, filename: str, purpose: str) -> MediaFile:
+    """Checks and stores an upload (the API's and the web form's); ApiError 400 if refused.
+
+    The file's id is then a valid media input of the user's (e.g. `image`)."""
+    return media.save_file(user, data, filename, check_upload(data, purpose), purpose)
 
 
 def _own_file(request, file_id: str) -> MediaFile:

@@ -47,8 +47,10 @@ def media_fields(params_class) -> dict[str, str]:
     return found
 
 
-def resolve(params_class, params: dict, user) -> dict:
-    """`params` with each media input replaced by the ref of the user's stored file."""
+def resolve(params_class, params: dict, user, sent: dict | None = None) -> dict:
+    """`params` with each media input replaced by the ref of the user's stored file.
+
+    Errors name the field as the client sent it (`sent`: the raw body), alias included."""
     fields = media_fields(params_class)
     if not fields:
         return params
@@ -57,10 +59,13 @@ def resolve(params_class, params: dict, user) -> dict:
         value = params.get(name)
         if value is None:
             continue
+        alias = params_class.model_fields[name].validation_alias
+        names = getattr(alias, "choices", [name])
+        param = next((n for n in names if n in (sent or {})), name)
         try:
             resolved[name] = resolve_one(value, user, kind, name).ref
         except InputError as exc:
-            raise ApiError(400, "invalid_parameter", f"{name}: {exc}", name) from None
+            raise ApiError(400, "invalid_parameter", f"{param}: {exc}", param) from None
     return resolved
 
 

@@ -32,7 +32,7 @@ def validate_params(model: AIModel, data: dict, user=None) -> dict:
         raise from_validation_error(exc) from None
     params = params.model_dump(mode="json")
     if user is not None:
-        params = inputs.resolve(params_for(model), params, user)
+        params = inputs.resolve(params_for(model), params, user, sent=data)
     return params
 
 

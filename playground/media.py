@@ -28,7 +28,7 @@ from django.core.signing import Signer
 from django.http import FileResponse, Http404, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils.text import get_valid_filename
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from .models import MediaFile
 
@@ -208,7 +208,7 @@ def parse_own_url(url: str, user) -> MediaFile | None:
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-@require_GET
+@require_safe
 def serve(request, public_id, filename):
     """A file behind a signed link; unknown or tampered 404, expired 403. No key needed."""
     media_file = MediaFile.objects.filter(public_id=public_id).first()

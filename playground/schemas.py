@@ -3,7 +3,15 @@
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 
 class Message(BaseModel):
@@ -134,7 +142,9 @@ class VideoParams(BaseModel):
     image: str = Field(
         min_length=1,
         max_length=1_500_000,
-        description=f"The first frame. {MEDIA_INPUT}",
+        # `image_url` too: CONTRACT §4 names media inputs that way in its example.
+        validation_alias=AliasChoices("image", "image_url"),
+        description=f"The first frame (also accepted as `image_url`). {MEDIA_INPUT}",
         json_schema_extra={"x-media": "image"},
     )
     aspect_ratio: Literal["16:9", "9:16", "1:1", "4:3", "3:4"] = Field(
@@ -162,6 +172,7 @@ class SpeechParams(BaseModel):
     )
     speed: int = Field(175, ge=80, le=400, description="Words per minute (80–400).")
     pitch: int = Field(50, ge=0, le=99, description="Voice pitch (0–99).")
+    output_format: Literal["wav", "mp3"] = Field("wav", description="`wav` or `mp3`.")
 
 
 class MusicParams(BaseModel):
@@ -176,6 +187,7 @@ class MusicParams(BaseModel):
     )
     duration: int = Field(10, ge=1, le=60, description="Length in seconds (1–60).")
     seed: int | None = SEED
+    output_format: Literal["wav", "mp3"] = Field("wav", description="`wav` or `mp3`.")
 
 
 @cache

@@ -4,6 +4,7 @@ import base64
 import io
 import os
 import shutil
+import subprocess
 import tempfile
 import wave
 from decimal import Decimal
@@ -182,6 +183,24 @@ def test_video_from_an_uploaded_file_link_in_16_9(api, client, alice_key):
     assert (frames, size) == (8, (640, 360))
 
 
+def test_video_takes_image_url_as_the_contract_names_it(api, alice_key):
+    doc = generate(api, alice_key, "video", model="animate-video", prompt="pan up",
+                   image_url=png_data_uri(), resolution="360p", num_frames=8)  # fmt: skip
+    assert doc["status"] == "success"
+    both = api.post(
+        "/v1/generate-video",
+        {"model": "animate-video", "prompt": "x", "image": png_data_uri(), "image_url": "y"},
+        key=alice_key,
+    )
+    assert both.status_code == 400
+    bad = api.post(
+        "/v1/generate-video",
+        {"model": "animate-video", "prompt": "x", "image_url": "gopher://x/a.png"},
+        key=alice_key,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "image_url"
+
+
 def test_video_needs_an_image_naming_the_field(api, alice_key):
     for image in ("not a url", "ftp://example.com/a.png", "data:text/plain;base64,aGVsbG8="):
         response = api.post(
@@ -214,6 +233,24 @@ def test_music_end_to_end(api, client, alice_key, alice_with_credits):
     assert (channels, rate, seconds) == (1, 24000, 3.0)
     assert doc["cost"] == "0.003"
     assert ledger.balances(alice_with_credits)[0] == Decimal("9.997")
+
+
+def test_music_as_mp3(api, client, alice_key):
+    doc = generate(
+        api, alice_key, "audio", model="synth-music", prompt="bells", duration=2,
+        output_format="mp3",
+    )  # fmt: skip
+    assert doc["format"] == "mp3" and doc["content_type"] == "audio/mpeg"
+    data = fetch(client, doc["audio_url"])
+    assert data[:3] == b"ID3" or data[0] == 0xFF
+    # Decoded back by ffmpeg: two seconds (plus the encoder's few ms of padding).
+    raw = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", "pipe:0", "-f", "s16le",
+         "-ac", "1", "-ar", "24000", "pipe:1"],
+        input=data, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    seconds = len(raw) / 2 / 24000
+    assert 2.0 <= seconds < 2.2
 
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="needs espeak-ng (CI installs it)")

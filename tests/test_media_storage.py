@@ -33,6 +33,13 @@ def test_signed_link_serves_the_file_without_a_key(client, stored):
     assert response["Cache-Control"].startswith("private, max-age=")
 
 
+def test_head_gives_the_headers_only(client, stored):
+    response = client.head(link(stored))
+    assert response.status_code == 200
+    assert response["Content-Length"] == str(stored.bytes)
+    assert client.post(link(stored)).status_code == 405
+
+
 def test_expired_link_is_403(client, stored):
     past = int(time.time()) - 5
     response = client.get(link(stored, expires=past))

@@ -102,3 +102,39 @@ def test_hold_is_per_image(api, alice_key, alice_with_credits, upstream_image_mo
         key=alice_key,
     ).json()["request_id"]
     assert Job.objects.get(request_id=rid).hold_amount == Decimal("0.12")
+
+
+def test_cancel_while_the_upstream_thinks_ends_the_job_at_once(
+    api, alice_key, alice_with_credits, fake_openai, upstream_image_model, monkeypatch
+):
+    import threading
+    import time
+
+    from playground import jobs
+    from playground.engine import registry, runner
+    from playground.models import Job
+
+    fake_openai.mode = "hang"
+    monkeypatch.setattr(registry, "enqueue", lambda job: None)
+    rid = api.post(
+        "/v1/generate-image", {"model": "dall-e-local", "prompt": "x"}, key=alice_key
+    ).json()["request_id"]
+    job = Job.objects.get(request_id=rid)
+
+    def cancel():
+        from django.db import connection
+
+        try:
+            jobs.cancel_job(Job.objects.get(pk=job.pk))
+        finally:
+            connection.close()  # this thread's own connection
+
+    canceller = threading.Timer(0.5, cancel)
+    canceller.start()
+    started = time.monotonic()
+    runner.run_job(job.pk)  # the upstream never answers; the cancel must end this
+    assert time.monotonic() - started < 5
+    canceller.join()
+    job.refresh_from_db()
+    assert job.status == "canceled" and job.cost == 0
+    assert ledger.balances(alice_with_credits) == (Decimal("10"), Decimal("10"))

@@ -9,7 +9,8 @@ Music: not a neural network. Words of the prompt set the tempo ("slow", "calm" â
 minor key) and the instrument ("piano", "organ", "strings"/"pad", "bells", "flute", "synth",
 "guitar"); "drums", "beat", "dance", "rock" add a drum kit. The seed writes the melody over a
 four-chord progression; numpy renders it additively, one bar at a time (progress per bar).
-Both make 16-bit mono WAV and report the duration, which is what they are billed for.
+Both make 16-bit mono WAV (or MP3, encoded by imageio-ffmpeg's ffmpeg) and report the
+duration, which is what they are billed for.
 """
 
 import io
@@ -99,15 +100,37 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def _audio_output(emit: Emitter, data: bytes, rate: int, frames: int, **extra) -> Result:
+def to_mp3(wav: bytes) -> bytes:
+    """WAV bytes as MP3, by the ffmpeg that the imageio-ffmpeg wheel ships (with LAME)."""
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error"]
+    command += ["-f", "wav", "-i", "pipe:0", "-codec:a", "libmp3lame", "-q:a", "4"]
+    command += ["-f", "mp3", "pipe:1"]
+    done = subprocess.run(command, input=wav, capture_output=True, timeout=120)
+    if done.returncode != 0 or not done.stdout:
+        message = done.stderr.decode(errors="replace").strip()[:200]
+        raise BackendError("internal_error", f"MP3 encoding failed: {message}")
+    return done.stdout
+
+
+def _audio_output(
+    emit: Emitter, data: bytes, rate: int, frames: int, output_format: str = "wav", **extra
+) -> Result:
     seconds = round(frames / rate, 3)
-    ref = emit.store(data, "audio.wav", "audio/wav")
+    if output_format == "mp3":
+        if emit.canceled():
+            raise Canceled()
+        data, content_type = to_mp3(data), "audio/mpeg"
+    else:
+        content_type = "audio/wav"
+    ref = emit.store(data, f"audio.{output_format}", content_type)
     output = {
         "audio_file": ref,
         "duration": seconds,
-        "format": "wav",
+        "format": output_format,
         "sample_rate": rate,
-        "content_type": "audio/wav",
+        "content_type": content_type,
         **extra,
     }
     return Result(output=output, usage={"seconds": seconds})
@@ -136,7 +159,10 @@ class SpeechBackend:
             out.setsampwidth(2)
             out.setframerate(rate)
             out.writeframes(frames)
-        return _audio_output(emit, buffer.getvalue(), rate, len(frames) // 2, voice=params["voice"])
+        fmt = params.get("output_format", "wav")
+        return _audio_output(
+            emit, buffer.getvalue(), rate, len(frames) // 2, fmt, voice=params["voice"]
+        )
 
 
 # ---- music ---------------------------------------------------------------------------------
@@ -335,4 +361,5 @@ class MusicBackend:
         peak = float(np.max(np.abs(buffer))) or 1.0
         data = wav_bytes(buffer * (0.89 / peak), RATE)
         extra = {k: p[k] for k in ("tempo", "key", "instrument", "drums")}
-        return _audio_output(emit, data, RATE, len(buffer), seed=seed, **extra)
+        fmt = params.get("output_format", "wav")
+        return _audio_output(emit, data, RATE, len(buffer), fmt, seed=seed, **extra)

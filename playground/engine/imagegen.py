@@ -132,7 +132,7 @@ def _compose(scene: Scene, rng: random.Random, canvas: Image.Image) -> None:
                     points.append((x, base - rng.uniform(0.1, 0.35) * h * (1 - depth * 0.25)))
                     x += rng.uniform(0.08, 0.2) * w
                 points += [(w, base), (w, h)]
-                draw.polygon(points, fill=(*scene.colour(rng, 180, 0.45 + depth * 0.15), 255))
+                draw.polygon(points, fill=(*scene.colour(rng, 25, 0.3 + depth * 0.15), 255))
         elif element == "city":
             x = 0.0
             while x < w:
@@ -177,21 +177,22 @@ def _compose(scene: Scene, rng: random.Random, canvas: Image.Image) -> None:
 
 
 def _detail(scene: Scene, rng: random.Random, canvas: Image.Image, step: int, steps: int) -> None:
-    """One refinement step: a layer of strokes at a finer scale than the step before."""
+    """One refinement step: brush strokes at a finer scale than the step before, each in the
+    colour already under it (a shade lighter or darker), so detail adds texture, not clutter."""
     w, h = canvas.size
-    scale = min(w, h) * 0.12 * 0.5 ** (4 * step / max(steps, 1))
+    scale = min(w, h) * 0.05 * 0.5 ** (3 * step / max(steps, 1))
+    count = int(w * h / (scale * scale) / 60) + 8
     layer = Image.new("RGBA", canvas.size)
     draw = ImageDraw.Draw(layer)
-    for _ in range(int(12 + 4 * step)):
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
-        r = scale * rng.uniform(0.5, 1.5)
-        colour = (*scene.colour(rng, rng.uniform(-30, 30), rng.uniform(0.8, 1.3)), 40)
-        if rng.random() < 0.6:
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-        else:
-            angle = rng.uniform(0, math.tau)
-            end = (x + 2 * r * math.cos(angle), y + 2 * r * math.sin(angle))
-            draw.line((x, y, *end), fill=colour, width=max(1, int(r / 3)))
+    for _ in range(min(count, 400)):
+        x, y = rng.uniform(0, w - 1), rng.uniform(0, h - 1)
+        r, g, b, _ = canvas.getpixel((int(x), int(y)))
+        shade = rng.uniform(0.82, 1.18)
+        colour = (min(255, int(r * shade)), min(255, int(g * shade)), min(255, int(b * shade)))
+        size = scale * rng.uniform(0.6, 1.4)
+        angle = rng.uniform(0, math.tau)
+        end = (x + 2 * size * math.cos(angle), y + 2 * size * math.sin(angle))
+        draw.line((x, y, *end), fill=(*colour, rng.randint(60, 110)), width=max(1, int(size / 2)))
     canvas.alpha_composite(layer)
 
 

@@ -9,6 +9,7 @@ decoded under Pillow's limits before it is stored; billed per image.
 import base64
 import binascii
 import io
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,7 +38,7 @@ class UpstreamImages:
         if params.get("seed") is not None:
             body["seed"] = params["seed"]
         emit.progress(0.1)
-        payload = self.backend.generate_images(body, emit)
+        payload = self._generate(body, emit)
         items = payload["data"][: params["num_images"]]
         if not items:
             raise BackendError("upstream_error", "upstream sent no images")
@@ -62,6 +63,30 @@ class UpstreamImages:
         if params.get("seed") is not None:
             output["seed"] = params["seed"]
         return Result(output=output, usage={"images": len(images)})
+
+    def _generate(self, body: dict[str, Any], emit: Emitter) -> dict:
+        """The upstream call, in a helper thread, so a cancel ends the job at once even while
+        the upstream is still thinking (image APIs answer only when the image is done).
+
+        The abandoned call ends by itself within the upstream timeout; its answer is dropped.
+        """
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["payload"] = self.backend.generate_images(body)
+            except BaseException as exc:  # handed to the job's thread below
+                box["error"] = exc
+
+        thread = threading.Thread(target=call, daemon=True, name="upstream-images")
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.05)
+            if emit.canceled():
+                raise Canceled()
+        if "error" in box:
+            raise box["error"]
+        return box["payload"]
 
     def _image_bytes(self, item: Any) -> bytes:
         if not isinstance(item, dict):
