@@ -73,8 +73,12 @@ def account_for(user) -> CreditAccount:
 
 
 def _locked(user) -> CreditAccount:
-    account_for(user)
-    return CreditAccount.objects.select_for_update().get(user=user)
+    # One query when the account exists (always, but for a brand-new user).
+    account = CreditAccount.objects.select_for_update().filter(user=user).first()
+    if account is None:
+        account_for(user)
+        account = CreditAccount.objects.select_for_update().get(user=user)
+    return account
 
 
 def grant(
