@@ -138,8 +138,9 @@ def adjust(user, amount: Decimal, reason: str, operator=None, job=None) -> Decim
 
 def purchase(payment, amount: Decimal, reason: str) -> None:
     """Credit a paid top-up (the caller holds the payment's row lock and records `credited`)."""
-    account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
-    _credit(account, amount, "purchase", reason, payment=payment)
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
+        _credit(account, amount, "purchase", reason, payment=payment)
 
 
 def refund(payment, amount: Decimal, reason: str) -> Decimal:
@@ -148,11 +149,12 @@ def refund(payment, amount: Decimal, reason: str) -> Decimal:
     Credits already spent stay spent: available never goes below zero (CONTRACT §8), so the
     rest is the caller's to write off.
     """
-    account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
-    taken = min(amount, account.available)
-    if taken > 0:
-        _debit(account, taken, "refund", reason, payment=payment)
-    return taken
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
+        taken = min(amount, account.available)
+        if taken > 0:
+            _debit(account, taken, "refund", reason, payment=payment)
+        return taken
 
 
 def period_start(period: str, now=None):
