@@ -247,7 +247,9 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
     """
     from playground.models import Job
 
-    with transaction.atomic():
+    # No savepoint inside the finish's transaction (the hot path): settle raises nothing
+    # its callers handle, so any error aborts the whole transition, as it should.
+    with transaction.atomic(savepoint=False):
         account = _locked(job.user)
         if not Job.objects.filter(pk=job.pk, hold_open=True).update(hold_open=False):
             return Decimal(0)
