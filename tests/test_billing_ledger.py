@@ -121,3 +121,18 @@ def test_charge_is_exact_decimal():
     assert pricing.charge(M, usage) == Decimal("0.001") + Decimal("0.0009") + Decimal(
         "0.0049"
     ) + Decimal("0.08") + Decimal("0.015")
+
+
+@pytest.mark.django_db
+def test_admin_account_links_to_its_ledger(client, alice, bob, staff):
+    ledger.grant(alice, Decimal("1"), reason="alice's row")
+    ledger.grant(bob, Decimal("2"), reason="bob's row")
+    client.force_login(staff)
+    account = CreditAccount.objects.get(user=alice)
+    change = client.get(f"/admin/billing/creditaccount/{account.pk}/change/").content.decode()
+    link = f"/admin/billing/ledgerentry/?account__id__exact={account.pk}"
+    assert link in change
+    listing = client.get(link)
+    assert listing.status_code == 200
+    page = listing.content.decode()
+    assert "alice&#x27;s row" in page and "bob&#x27;s row" not in page
