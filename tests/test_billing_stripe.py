@@ -348,3 +348,13 @@ def test_owed_rounds_down_the_refunded_share(payment):
     assert payments.owed(payment) == Decimal("6.666666")
     payment.status = Payment.PROCESSING
     assert payments.owed(payment) == 0
+
+
+def test_expired_checkout_never_downgrades_a_paid_one(client, alice, payment):
+    post(client, event("checkout.session.expired", session(payment, status="unpaid")))
+    payment.refresh_from_db()
+    assert payment.status == "expired" and ledger.balances(alice)[0] == 0
+    post(client, event("checkout.session.completed", session(payment)))
+    post(client, event("checkout.session.async_payment_failed", session(payment, "unpaid")))
+    payment.refresh_from_db()
+    assert payment.status == "paid" and ledger.balances(alice)[0] == Decimal(10)
