@@ -96,7 +96,9 @@ def grant(
 
 def _credit(account: CreditAccount, amount: Decimal, kind: str, reason: str, **refs) -> None:
     if amount:
-        LedgerEntry.objects.create(account=account, kind=kind, amount=amount, reason=reason, **refs)
+        LedgerEntry.objects.create(
+            account=account, kind=kind, amount=amount, reason=reason[:200], **refs
+        )
         account.available += amount
         fields = ["available"]
         if amount > 0 and _rearm(account):
@@ -108,7 +110,9 @@ def _debit(account: CreditAccount, amount: Decimal, kind: str, reason: str, **re
     """Take `amount` (> 0) from available credits, or raise InsufficientCredits."""
     if account.available < amount:
         raise InsufficientCredits(amount, account.available)
-    LedgerEntry.objects.create(account=account, kind=kind, amount=-amount, reason=reason, **refs)
+    LedgerEntry.objects.create(
+        account=account, kind=kind, amount=-amount, reason=reason[:200], **refs
+    )
     account.available -= amount
     account.save(update_fields=["available"])
 
