@@ -187,6 +187,7 @@ class LedgerEntry(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        verbose_name_plural = "ledger entries"
         indexes = [
             models.Index(fields=["account", "-id"]),
             # A search by kind, newest first (a rare kind among millions of rows included).
