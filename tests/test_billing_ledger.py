@@ -104,9 +104,12 @@ def test_estimate_matches_the_hold():
     assert est["max"] == ledger.fmt(pricing.worst_case(model, params, tokens))
     assert est["prompt_tokens"] == tokens > 0
     assert len(est["lines"]) == 3 and est["text"].startswith("at most")
-    # A half-filled form still gets a figure: the default max_tokens, no prompt yet.
+    # A half-filled form still gets a figure: the default max_tokens (128), no prompt yet.
     partial = pricing.estimate(model, {"prompt": "", "max_tokens": "abc"})
-    assert Decimal(partial["max"]) >= Decimal("0.01")
+    expected = Decimal("0.01") + Decimal("0.064") + Decimal("0.0002") * partial["prompt_tokens"]
+    assert Decimal(partial["max"]) == expected
+    # Raw form strings work too.
+    assert pricing.estimate(model, {"prompt": "The class of", "max_tokens": "40"}) == est
 
 
 def test_charge_is_exact_decimal():
