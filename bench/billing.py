@@ -289,6 +289,8 @@ def main() -> None:
             print("\nplan: deep page\n" + explain(rows.filter(id__lt=deep)[:51]))
             text = reports.search(account, "flux").order_by("-id")[:51]
             print("\nplan: text search\n" + explain(text))
+            rare = reports.search(account, "purchase").order_by("-id")[:51]
+            print("\nplan: rare kind search\n" + explain(rare))
             from billing.models import UsageDay
 
             first = django_now().date() - timedelta(days=29)

@@ -73,8 +73,12 @@ def account_for(user) -> CreditAccount:
 
 
 def _locked(user) -> CreditAccount:
-    account_for(user)
-    return CreditAccount.objects.select_for_update().get(user=user)
+    # One query when the account exists (always, but for a brand-new user).
+    account = CreditAccount.objects.select_for_update().filter(user=user).first()
+    if account is None:
+        account_for(user)
+        account = CreditAccount.objects.select_for_update().get(user=user)
+    return account
 
 
 def grant(
@@ -92,7 +96,9 @@ def grant(
 
 def _credit(account: CreditAccount, amount: Decimal, kind: str, reason: str, **refs) -> None:
     if amount:
-        LedgerEntry.objects.create(account=account, kind=kind, amount=amount, reason=reason, **refs)
+        LedgerEntry.objects.create(
+            account=account, kind=kind, amount=amount, reason=reason[:200], **refs
+        )
         account.available += amount
         fields = ["available"]
         if amount > 0 and _rearm(account):
@@ -104,7 +110,9 @@ def _debit(account: CreditAccount, amount: Decimal, kind: str, reason: str, **re
     """Take `amount` (> 0) from available credits, or raise InsufficientCredits."""
     if account.available < amount:
         raise InsufficientCredits(amount, account.available)
-    LedgerEntry.objects.create(account=account, kind=kind, amount=-amount, reason=reason, **refs)
+    LedgerEntry.objects.create(
+        account=account, kind=kind, amount=-amount, reason=reason[:200], **refs
+    )
     account.available -= amount
     account.save(update_fields=["available"])
 
@@ -134,8 +142,9 @@ def adjust(user, amount: Decimal, reason: str, operator=None, job=None) -> Decim
 
 def purchase(payment, amount: Decimal, reason: str) -> None:
     """Credit a paid top-up (the caller holds the payment's row lock and records `credited`)."""
-    account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
-    _credit(account, amount, "purchase", reason, payment=payment)
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
+        _credit(account, amount, "purchase", reason, payment=payment)
 
 
 def refund(payment, amount: Decimal, reason: str) -> Decimal:
@@ -144,11 +153,12 @@ def refund(payment, amount: Decimal, reason: str) -> Decimal:
     Credits already spent stay spent: available never goes below zero (CONTRACT §8), so the
     rest is the caller's to write off.
     """
-    account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
-    taken = min(amount, account.available)
-    if taken > 0:
-        _debit(account, taken, "refund", reason, payment=payment)
-    return taken
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update().get(pk=payment.account_id)
+        taken = min(amount, account.available)
+        if taken > 0:
+            _debit(account, taken, "refund", reason, payment=payment)
+        return taken
 
 
 def period_start(period: str, now=None):
@@ -241,7 +251,9 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
     """
     from playground.models import Job
 
-    with transaction.atomic():
+    # No savepoint inside the finish's transaction (the hot path): settle raises nothing
+    # its callers handle, so any error aborts the whole transition, as it should.
+    with transaction.atomic(savepoint=False):
         account = _locked(job.user)
         if not Job.objects.filter(pk=job.pk, hold_open=True).update(hold_open=False):
             return Decimal(0)

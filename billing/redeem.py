@@ -3,11 +3,16 @@
 import re
 from decimal import Decimal
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from . import ledger
 from .models import RedeemCode, Redemption
+
+# Codes carry 80 random bits, but guessing should still be slow: failed tries per account.
+MAX_FAILURES = 20
+FAILURE_WINDOW = 3600
 
 
 class RedeemError(Exception):
@@ -46,6 +51,21 @@ def redeem(user, text: str) -> RedeemCode:
     code_text = normalise(text)
     if not code_text:
         raise RedeemError("Enter a code.")
+    failures = f"redeem-failures:{user.pk}"
+    if cache.get(failures, 0) >= MAX_FAILURES:
+        raise RedeemError("Too many tries with wrong codes; try again in an hour.")
+    try:
+        return _redeem(user, code_text)
+    except RedeemError:
+        cache.add(failures, 0, FAILURE_WINDOW)
+        try:
+            cache.incr(failures)
+        except ValueError:  # expired between add and incr
+            cache.set(failures, 1, FAILURE_WINDOW)
+        raise
+
+
+def _redeem(user, code_text: str) -> RedeemCode:
     with transaction.atomic():
         # The code row lock serialises redemptions of one code: `uses` never passes max_uses.
         code = RedeemCode.objects.select_for_update().filter(code=code_text).first()

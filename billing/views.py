@@ -36,7 +36,9 @@ def billing_page(request, redeem_form=None, threshold_form=None, status=200):
         "balance": ledger.fmt(account.balance),
         "available": ledger.fmt(account.available),
         "held": ledger.fmt(account.held),
-        "holds": reports.open_holds(request.user)[:20],
+        # No hold query at all in the usual case of nothing running.
+        "holds": reports.open_holds(request.user)[:20] if account.held else [],
+        "hold_count": reports.open_holds(request.user).count() if account.held else 0,
         "rows": rows,
         "q": q,
         "next_before": next_before,

@@ -71,14 +71,14 @@ def estimate(model, params: dict) -> dict:
     from .engine import registry
     from .schemas import json_schema, params_for
 
+    defaults = {
+        name: spec["default"]
+        for name, spec in json_schema(model).get("properties", {}).items()
+        if "default" in spec
+    }
     try:
         clean = params_for(model).model_validate(params).model_dump(mode="json")
     except ValidationError:
-        defaults = {
-            name: spec["default"]
-            for name, spec in json_schema(model).get("properties", {}).items()
-            if "default" in spec
-        }
         clean = {**defaults, **{k: v for k, v in params.items() if v not in (None, "")}}
     try:
         tokens = registry.prompt_tokens_bound(model, clean)
@@ -87,24 +87,29 @@ def estimate(model, params: dict) -> dict:
     try:
         max_tokens = int(clean.get("max_tokens") or 0)
     except (TypeError, ValueError):
-        max_tokens = 0
-    usage = {"prompt_tokens": tokens}
-    if model.modality == "text":
-        usage["completion_tokens"] = max_tokens
+        max_tokens = int(defaults.get("max_tokens") or 0)
+    if "max_tokens" in clean:
+        clean["max_tokens"] = max_tokens
+    try:
+        most = worst_case(model, clean, tokens)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, InvalidOperation):  # unset value
+        most = charge(model, {"prompt_tokens": tokens})
     lines = []
     if model.per_request:
         lines.append(("per request", fmt(model.per_request)))
     if model.per_1k_input and tokens:
         part = model.per_1k_input * tokens / THOUSAND
         lines.append((f"{tokens} input tokens × {fmt(model.per_1k_input)} / 1K", fmt(part)))
-    if model.per_1k_output and usage.get("completion_tokens"):
+    if model.per_1k_output and model.modality == "text" and max_tokens:
         part = model.per_1k_output * max_tokens / THOUSAND
         label = f"up to {max_tokens} output tokens × {fmt(model.per_1k_output)} / 1K"
         lines.append((label, fmt(part)))
-    try:  # the hold's own rule (media: images, seconds); a half-typed value falls back
-        most = worst_case(model, clean, tokens)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, InvalidOperation):
-        most = charge(model, usage)
+    rest = most - sum((Decimal(amount) for _, amount in lines), Decimal(0))
+    if rest > 0:
+        # Images or seconds of media: worst_case knows each modality's parameters.
+        unit = "images" if model.modality == "image" else "seconds"
+        price = model.per_image if unit == "images" else model.per_second
+        lines.append((f"up to {fmt(rest / price) if price else '?'} {unit}", fmt(rest)))
     return {
         "max": fmt(most),
         "per_request": fmt(model.per_request),

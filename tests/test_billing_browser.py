@@ -99,3 +99,30 @@ def test_billing_page_in_a_browser(site, page, shots):
     assert "50 Playground credits" in page.locator(".receipt").inner_text()
     shots(page, "receipt")
     assert not page.js_errors, page.js_errors
+
+
+def test_credit_packs_show_when_stripe_is_configured(tmp_path, page, shots):
+    require_browser()
+    env = {
+        "STRIPE_SECRET_KEY": "sk_test_unused",
+        "STRIPE_WEBHOOK_SECRET": "whsec_unused",
+        "PLAYGROUND_CREDIT_PACKS": "10=5,50=20,200=70",
+    }
+    site = start_site(tmp_path / "site", extra_env=env)
+    try:
+        site.manage("users", "add", "bo@example.com", "--password", "bo-pass-1234")
+        page.goto(site.base_url + "/accounts/login/?next=/billing/")
+        page.fill("input[name=login]", "bo@example.com")
+        page.fill("input[name=password]", "bo-pass-1234")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/billing/")
+        packs = page.locator(".packs button")
+        assert packs.count() == 3
+        assert "200 credits" in packs.nth(2).inner_text()
+        assert "70.00 USD" in packs.nth(2).inner_text()
+        assert page.locator("#topups-off").count() == 0
+        assert page.locator(".empty").first.is_visible()  # no charges yet
+        shots(page, "packs")
+        assert not page.js_errors, page.js_errors
+    finally:
+        site.stop()

@@ -104,9 +104,12 @@ def test_estimate_matches_the_hold():
     assert est["max"] == ledger.fmt(pricing.worst_case(model, params, tokens))
     assert est["prompt_tokens"] == tokens > 0
     assert len(est["lines"]) == 3 and est["text"].startswith("at most")
-    # A half-filled form still gets a figure: the default max_tokens, no prompt yet.
+    # A half-filled form still gets a figure: the default max_tokens (128), no prompt yet.
     partial = pricing.estimate(model, {"prompt": "", "max_tokens": "abc"})
-    assert Decimal(partial["max"]) >= Decimal("0.01")
+    expected = Decimal("0.01") + Decimal("0.064") + Decimal("0.0002") * partial["prompt_tokens"]
+    assert Decimal(partial["max"]) == expected
+    # Raw form strings work too.
+    assert pricing.estimate(model, {"prompt": "The class of", "max_tokens": "40"}) == est
 
 
 def test_charge_is_exact_decimal():
@@ -121,3 +124,18 @@ def test_charge_is_exact_decimal():
     assert pricing.charge(M, usage) == Decimal("0.001") + Decimal("0.0009") + Decimal(
         "0.0049"
     ) + Decimal("0.08") + Decimal("0.015")
+
+
+@pytest.mark.django_db
+def test_admin_account_links_to_its_ledger(client, alice, bob, staff):
+    ledger.grant(alice, Decimal("1"), reason="alice's row")
+    ledger.grant(bob, Decimal("2"), reason="bob's row")
+    client.force_login(staff)
+    account = CreditAccount.objects.get(user=alice)
+    change = client.get(f"/admin/billing/creditaccount/{account.pk}/change/").content.decode()
+    link = f"/admin/billing/ledgerentry/?account__id__exact={account.pk}"
+    assert link in change
+    listing = client.get(link)
+    assert listing.status_code == 200
+    page = listing.content.decode()
+    assert "alice&#x27;s row" in page and "bob&#x27;s row" not in page

@@ -52,6 +52,7 @@ def test_page_shows_balance_holds_and_charts(client, funded, django_assert_max_n
     assert f'id="stat-available">{ledger.fmt(account.available)}<' in page
     assert f'id="stat-held">{ledger.fmt(running.hold_amount)}<' in page
     assert str(running.request_id) in page  # the open hold names its job
+    assert "1 running job<" in page
     assert page.count("<svg") >= 2 and "<rect" in page
     assert "laptop (" in page  # spend per key
     assert 'href="/billing/"' in page and ">Billing<" in page  # nav

@@ -114,3 +114,12 @@ def test_max_uses_holds_under_concurrency():
     assert Redemption.objects.filter(code=code).count() == 7
     total = LedgerEntry.objects.filter(redeem_code=code).aggregate(s=Sum("amount"))["s"]
     assert total == 7
+
+
+def test_wrong_codes_are_rate_limited(alice, code):
+    for _ in range(redeem.MAX_FAILURES):
+        with pytest.raises(redeem.RedeemError, match="does not exist"):
+            redeem.redeem(alice, "AAAA-BBBB-CCCC-DDDD")
+    with pytest.raises(redeem.RedeemError, match="Too many tries"):
+        redeem.redeem(alice, code.code)  # even a right code, for now
+    assert ledger.balances(alice)[0] == 0

@@ -20,7 +20,7 @@ import stripe
 from django.db import connections
 from django.db.models import Sum
 
-from billing import ledger
+from billing import ledger, payments
 from billing.models import CreditAccount, LedgerEntry, Payment, StripeEvent
 from tests.conftest import require_postgres
 
@@ -329,3 +329,32 @@ def test_concurrent_duplicate_deliveries_credit_once(alice):
     account = CreditAccount.objects.get(user=alice)
     total = LedgerEntry.objects.filter(account=account).aggregate(s=Sum("amount"))["s"]
     assert account.available == total == Decimal(10)
+
+
+def test_credit_packs_setting_fails_loudly():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from playground.settings import _credit_packs
+
+    assert _credit_packs("10=5, 2.5=0.99") == [(Decimal(10), 500), (Decimal("2.5"), 99)]
+    for bad in ["10", "10=x", "0=5", "10=0", "10=0.001", "a=b=c"]:
+        with pytest.raises(ImproperlyConfigured):
+            _credit_packs(bad)
+
+
+def test_owed_rounds_down_the_refunded_share(payment):
+    payment.credits, payment.amount_cents, payment.status = Decimal(10), 300, Payment.PAID
+    payment.refunded_cents = 100
+    assert payments.owed(payment) == Decimal("6.666666")
+    payment.status = Payment.PROCESSING
+    assert payments.owed(payment) == 0
+
+
+def test_expired_checkout_never_downgrades_a_paid_one(client, alice, payment):
+    post(client, event("checkout.session.expired", session(payment, status="unpaid")))
+    payment.refresh_from_db()
+    assert payment.status == "expired" and ledger.balances(alice)[0] == 0
+    post(client, event("checkout.session.completed", session(payment)))
+    post(client, event("checkout.session.async_payment_failed", session(payment, "unpaid")))
+    payment.refresh_from_db()
+    assert payment.status == "paid" and ledger.balances(alice)[0] == Decimal(10)

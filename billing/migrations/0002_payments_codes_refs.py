@@ -193,9 +193,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="ledgerentry",
-            index=models.Index(
-                fields=["account", "kind", "created"], name="ledger_account_kind_time"
-            ),
+            index=models.Index(fields=["account", "kind", "-id"], name="ledger_account_kind_id"),
         ),
         migrations.AddField(
             model_name="redemption",

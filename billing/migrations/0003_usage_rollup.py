@@ -85,4 +85,8 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(backfill, migrations.RunPython.noop),
+        migrations.AlterModelOptions(
+            name="ledgerentry",
+            options={"ordering": ["-id"], "verbose_name_plural": "ledger entries"},
+        ),
     ]
