@@ -422,3 +422,16 @@ async def test_user_websocket_gets_updates_of_own_jobs_only(
     anonymous = WebsocketCommunicator(application, "/ws/user/")
     await anonymous.connect()
     assert (await anonymous.receive_output(2))["code"] == 4401
+
+
+def test_pages_query_counts_do_not_grow_with_jobs(
+    client, alice_with_credits, django_assert_max_num_queries
+):
+    model = catalogue.get_model(MODEL)
+    client.force_login(alice_with_credits)
+    client.get("/")  # the session's first write is not what is measured
+    for _ in range(25):
+        Job.objects.create(user=alice_with_credits, model=model, model_slug=MODEL, modality="text")
+    for path in ("/", "/jobs/", "/models/", f"/models/{MODEL}/", f"/models/{MODEL}/docs"):
+        with django_assert_max_num_queries(14):
+            assert client.get(path).status_code == 200
