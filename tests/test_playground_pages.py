@@ -303,7 +303,7 @@ def test_docs_page_from_schema_pricing_and_a_real_example(client, alice_with_cre
     client.force_login(alice_with_credits)
     html = client.get(f"/models/{MODEL}/docs").content.decode()
     for name in ("prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop"):
-        assert f"<td><code>{name}</code></td>" in html
+        assert f'<td data-label="Name"><code>{name}</code></td>' in html
     assert "≤ 1024" in html and "wait_for_result" in html and "rate_limited" in html
     assert "Your active keys are on: <strong>pro</strong>" in html
     assert "$PLAYGROUND_API_KEY" in html and not REAL_KEY.search(html)
