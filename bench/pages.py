@@ -5,6 +5,10 @@ links; the target is under 150 KB), and the time to answer a GET over 127.0.0.1 
 --n requests after warm-up; the model page's target is a p50 under 30 ms). Logged in as a user
 with one finished job, as a person who uses the site would be.
 
+Then the same model page in process (Django's test client, no network), with and without
+allauth's per-request session-activity write (USERSESSIONS_TRACK_ACTIVITY), side by side: that
+one UPDATE and its COMMIT is a large share of every logged-in page's time on SQLite.
+
     .venv/bin/python bench/pages.py [--n 50]
 """
 
@@ -42,6 +46,44 @@ def weight(client: httpx.Client, html: str) -> tuple[int, int]:
     for url in set(ASSET_RE.findall(html)):
         assets += len(client.get(url, headers={"Accept-Encoding": "identity"}).content)
     return len(html.encode()), assets
+
+
+def in_process(n: int) -> None:
+    import os
+    import tempfile
+
+    os.environ["DJANGO_SETTINGS_MODULE"] = "playground.settings"
+    os.environ["PLAYGROUND_DATA_DIR"] = tempfile.mkdtemp(prefix="bench-pages-")
+    os.environ["PLAYGROUND_EMBEDDED_WORKER"] = "0"
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import Client
+
+    from accounts.models import User
+
+    call_command("migrate", verbosity=0)
+    client = Client()
+    client.force_login(User.objects.create_user(email="bench@example.com", password="x"))
+    path = f"/models/{MODEL}/"
+    rows = []
+    for track in (True, False) * 3:  # alternated, so machine noise hits both alike
+        settings.USERSESSIONS_TRACK_ACTIVITY = track
+        for _ in range(5):
+            client.get(path)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            client.get(path)
+            times.append((time.perf_counter() - start) * 1000)
+        rows.append((track, statistics.median(times)))
+    for track in (True, False):
+        p50 = statistics.median(t for k, t in rows if k == track)
+        label = "with" if track else "without"
+        print(f"model page in process, {label} the session-activity write: p50 {p50:.1f} ms")
 
 
 def main() -> None:
@@ -96,6 +138,7 @@ def main() -> None:
                 )
     finally:
         site.close()
+    in_process(args.n)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,20 @@ def get_model(slug: str) -> AIModel | None:
     return visible_models().filter(slug=slug).first()
 
 
+RUN_TIMES_TTL = 30
+
+
 def run_times() -> dict:
-    """{model pk: (average run seconds, runs)} over the successful jobs, in one SQL aggregate."""
+    """{model pk: (average run seconds, runs)} over the successful jobs, in one SQL aggregate.
+
+    Kept for a few seconds: the catalogue is the busiest page and the figure moves slowly.
+    """
+    from django.core.cache import cache
+
+    return cache.get_or_set("pg:run_times", _run_times, RUN_TIMES_TTL)
+
+
+def _run_times() -> dict:
     from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
 
     from .models import Job

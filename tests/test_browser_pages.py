@@ -171,6 +171,16 @@ def test_every_page_at_desktop_and_phone_width_is_accessible(browser, site, acco
                     problems[f"{name} phone"] = [f"page is {width}px wide at 375px"]
         assert not page.js_errors, page.js_errors
         page.context.close()
+    visitor = new_page(browser, PHONE)
+    for name, path in (("catalogue", "/models/"), ("model", f"/models/{MODEL}/")):
+        visitor.goto(site.base_url + path)
+        visitor.wait_for_load_state("networkidle")
+        shot(visitor, f"{name}-logged-out-phone")
+        found = axe_problems(visitor)
+        if found:
+            problems[f"{name} logged out"] = found
+    assert not visitor.js_errors, visitor.js_errors
+    visitor.context.close()
     assert not problems, json.dumps(problems, indent=1)
 
 

@@ -303,7 +303,7 @@ def test_docs_page_from_schema_pricing_and_a_real_example(client, alice_with_cre
     client.force_login(alice_with_credits)
     html = client.get(f"/models/{MODEL}/docs").content.decode()
     for name in ("prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop"):
-        assert f"<td><code>{name}</code></td>" in html
+        assert f'<td data-label="Name"><code>{name}</code></td>' in html
     assert "≤ 1024" in html and "wait_for_result" in html and "rate_limited" in html
     assert "Your active keys are on: <strong>pro</strong>" in html
     assert "$PLAYGROUND_API_KEY" in html and not REAL_KEY.search(html)
@@ -422,3 +422,16 @@ async def test_user_websocket_gets_updates_of_own_jobs_only(
     anonymous = WebsocketCommunicator(application, "/ws/user/")
     await anonymous.connect()
     assert (await anonymous.receive_output(2))["code"] == 4401
+
+
+def test_pages_query_counts_do_not_grow_with_jobs(
+    client, alice_with_credits, django_assert_max_num_queries
+):
+    model = catalogue.get_model(MODEL)
+    client.force_login(alice_with_credits)
+    client.get("/")  # the session's first write is not what is measured
+    for _ in range(25):
+        Job.objects.create(user=alice_with_credits, model=model, model_slug=MODEL, modality="text")
+    for path in ("/", "/jobs/", "/models/", f"/models/{MODEL}/", f"/models/{MODEL}/docs"):
+        with django_assert_max_num_queries(14):
+            assert client.get(path).status_code == 200
