@@ -11,7 +11,7 @@ from typing import Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import Count, IntegerField, Sum
+from django.db.models import Count, FloatField, IntegerField, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.http import Http404, JsonResponse
@@ -375,8 +375,10 @@ def usage(request, start: date | None = None, end: date | None = None):
         raise ApiError(400, "invalid_parameter", "At most 366 days at once.", "start")
     tokens = {
         name: Coalesce(Sum(Cast(KeyTextTransform(name, "usage"), IntegerField())), 0)
-        for name in ("prompt_tokens", "completion_tokens")
+        for name in ("prompt_tokens", "completion_tokens", "images")
     }
+    # Seconds of video and audio made (a float in the job's usage); not money, so float is fine.
+    tokens["seconds"] = Coalesce(Sum(Cast(KeyTextTransform("seconds", "usage"), FloatField())), 0.0)
     rows = (
         Job.objects.filter(
             user=request.api_key.user,
@@ -396,6 +398,8 @@ def usage(request, start: date | None = None, end: date | None = None):
             "requests": row["requests"],
             "prompt_tokens": row["prompt_tokens"],
             "completion_tokens": row["completion_tokens"],
+            "images": row["images"],
+            "seconds": round(row["seconds"], 3),
             "cost": ledger.fmt(row["cost"]),
         }
         for row in rows

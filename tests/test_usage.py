@@ -46,3 +46,29 @@ def test_usage_date_range_and_bad_input(api, alice_key):
     backwards = api.get(f"/v1/usage?start={today}&end={yesterday}", key=alice_key)
     assert backwards.status_code == 400
     assert api.get("/v1/usage").status_code == 401
+
+
+def test_usage_counts_images_and_seconds(api, alice_key):
+    image = api.post(
+        "/v1/generate-image",
+        {
+            "model": "procedural-image",
+            "prompt": "red sun",
+            "num_images": 2,
+            "width": 256,
+            "height": 256,
+            "steps": 2,
+            "wait_for_result": True,
+        },
+        key=alice_key,
+    ).json()
+    music = api.post(
+        "/v1/generate-audio",
+        {"model": "synth-music", "prompt": "calm piano", "duration": 3, "wait_for_result": True},
+        key=alice_key,
+    ).json()
+    assert image["status"] == music["status"] == "success", (image, music)
+    rows = {d["model"]: d for d in api.get("/v1/usage", key=alice_key).json()["data"]}
+    assert rows["procedural-image"]["images"] == 2
+    assert rows["synth-music"]["seconds"] == pytest.approx(3, abs=0.05)
+    assert rows["synth-music"]["images"] == 0
