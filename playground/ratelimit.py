@@ -17,7 +17,8 @@ from limits.strategies import FixedWindowRateLimiter
 from .errors import ApiError
 
 # (submits per minute, submits per day); reads get 10× the per-minute submit budget.
-TIERS = {"free": (20, 1_000), "pro": (600, 50_000)}
+# PLAYGROUND_RATE_TIERS (e.g. "pro:1200/100000") overrides a tier's two numbers.
+TIERS = {"free": (20, 1_000), "pro": (600, 50_000), **settings.PLAYGROUND_RATE_TIERS}
 READ_FACTOR = 10
 SUBMIT_PREFIXES = (
     "/v1/generate-",

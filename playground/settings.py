@@ -280,3 +280,16 @@ for _item in env("PLAYGROUND_CONCURRENT_JOBS").split(","):
             raise ImproperlyConfigured(
                 f"PLAYGROUND_CONCURRENT_JOBS must look like free:5,pro:50, not {_item!r}"
             ) from None
+
+# Rate budgets per key tier, overriding CONTRACT §6's defaults: "pro:1200/100000" (per minute/day).
+PLAYGROUND_RATE_TIERS = {}
+for _item in env("PLAYGROUND_RATE_TIERS").split(","):
+    if _item.strip():
+        _tier, _, _numbers = _item.partition(":")
+        try:
+            _minute, _day = (int(n) for n in _numbers.split("/"))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"PLAYGROUND_RATE_TIERS must look like pro:1200/100000, not {_item!r}"
+            ) from None
+        PLAYGROUND_RATE_TIERS[_tier.strip()] = (_minute, _day)

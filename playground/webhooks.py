@@ -289,12 +289,10 @@ def deliver(job_id: int, event: str, message_id: str, attempt: int = 1, body: st
         }
         started = time.perf_counter()
         try:
-            response = httpx.post(
-                url,
-                content=body.encode(),
-                headers=headers,
-                timeout=settings.PLAYGROUND_WEBHOOK_TIMEOUT,
-                follow_redirects=False,
+            from .engine.openai_backend import shared_client
+
+            response = shared_client(settings.PLAYGROUND_WEBHOOK_TIMEOUT).post(
+                url, content=body.encode(), headers=headers, follow_redirects=False
             )
             record.status_code = response.status_code
         except httpx.TimeoutException:
