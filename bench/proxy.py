@@ -38,8 +38,10 @@ TARGET_RATE = 230.0
 UPSTREAM = """
 import sys, time
 sys.path.insert(0, {root!r})
-from tests.fake_openai import FakeOpenAI
-fake = FakeOpenAI().start()
+from tests import fake_openai
+# Small SSE writes must not wait for delayed ACKs (Nagle): the direct figures would be 40 ms.
+fake_openai._Handler.disable_nagle_algorithm = True
+fake = fake_openai.FakeOpenAI().start()
 print(fake.base_url, flush=True)
 time.sleep(3600)
 """
