@@ -73,8 +73,11 @@ def request_kind(request) -> str:
     return "submit"
 
 
-def hit(key, kind: str) -> dict:
-    """Count one request of `key`; returns the rate-limit headers, or raises ApiError 429."""
+def hit(key, kind: str, cost: int = 1) -> dict:
+    """Count `cost` requests of `key`; returns the rate-limit headers, or raises ApiError 429.
+
+    A batch of N prompts costs N submits: one when authenticated, N - 1 more (batch.py).
+    """
     items = budget(key.tier, kind)
     if not items:
         return {}
@@ -85,7 +88,7 @@ def hit(key, kind: str) -> dict:
     for item in items:
         name = item.key_for(*ident)
         # The count this request made (an atomic INCR in Redis): its own remaining, exactly.
-        count = storage.incr(name, item.get_expiry())
+        count = storage.incr(name, item.get_expiry(), amount=cost)
         allowed = allowed and count <= item.amount
         # Whole seconds, rounded up but never past the window's own length.
         reset = min(item.get_expiry(), max(0, math.ceil(storage.get_expiry(name) - now)))
