@@ -370,3 +370,12 @@ def test_job_page_lists_deliveries(client, api, alice_key, alice, settings, no_e
     page = client.get(f"/jobs/{rid}/").content.decode()
     assert "Webhooks" in page and "http://127.0.0.1:9/in" in page
     assert ">500<" in page and "connection failed: ConnectError" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_account_page_shows_the_same_secret(client, api, alice_key, alice, bob):
+    secret = api.get("/v1/webhooks/secret", key=alice_key).json()["secret"]
+    client.force_login(alice)
+    assert secret in client.get("/account/").content.decode()
+    client.force_login(bob)
+    assert secret not in client.get("/account/").content.decode()
