@@ -12,6 +12,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 from django.http import JsonResponse, StreamingHttpResponse
 
 from billing import ledger
@@ -136,7 +137,11 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
             job, seq, text, delivered = await sync_to_async(_snapshot)(job)
             if run_here:
                 # Started once subscribed, so no event is missed; a cancel stops it as usual.
-                asyncio.ensure_future(sync_to_async(runner.run_job, thread_sensitive=False)(job.pk))
+                task = asyncio.ensure_future(
+                    sync_to_async(_run_detached, thread_sensitive=False)(job.pk)
+                )
+                _running.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(_running.discard)
             yield _sse(_chunk(job, chat, text, None, first=True))
             deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
             while not job.is_terminal and time.monotonic() < deadline:
@@ -169,6 +174,14 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
         if not finished:
             # The client went away mid-stream: stop the work, charge what it was sent.
             await sync_to_async(_cancel)(job, delivered)
+
+
+def _run_detached(job_id: int) -> None:
+    """Run a streamed inline job on a pool thread, then give its database connection back."""
+    try:
+        runner.run_job(job_id)
+    finally:
+        connections.close_all()
 
 
 def _snapshot(job: Job) -> tuple[Job, int, str, int]:
