@@ -379,3 +379,16 @@ def test_account_page_shows_the_same_secret(client, api, alice_key, alice, bob):
     assert secret in client.get("/account/").content.decode()
     client.force_login(bob)
     assert secret not in client.get("/account/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_sends_completed_with_status_canceled(api, alice_key, settings, receiver, no_engine):
+    settings.PLAYGROUND_WEBHOOK_ALLOW_HOSTS = ["127.0.0.1"]
+    body = {"model": MODEL, "prompt": "x", "webhook_url": receiver.url + "/cancel"}
+    rid = api.post("/v1/generate-text", body, key=alice_key).json()["request_id"]
+    api.post(f"/v1/requests/{rid}/cancel", {}, key=alice_key)
+    [delivery] = receiver.wait_for("/cancel", lambda seen: len(seen) == 1)
+    payload = body_of(delivery)
+    assert payload["type"] == "completed" and payload["data"]["status"] == "canceled"
+    secret = api.get("/v1/webhooks/secret", key=alice_key).json()["secret"]
+    assert webhooks.verify(secret, delivery["headers"], delivery["body"])
