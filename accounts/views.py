@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from billing import ledger
+from playground import webhooks
 
 from . import keys as key_rules
 from .forms import KeySettingsForm, NewKeyForm, RotateForm
@@ -132,6 +133,7 @@ def profile(request):
         "available": ledger.fmt(available),
         "held": ledger.fmt(balance - available),
         "active_keys": sum(key.status == "active" for key in request.user.api_keys.all()),
+        "webhook_secret": webhooks.secret_for(request.user),
     }
     return render(request, "accounts/profile.html", context)
 

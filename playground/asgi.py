@@ -21,7 +21,8 @@ api_asgi_app = ApiHandler()
 
 async def http_app(scope, receive, send):
     """/v1 skips the pages' middleware (sessions, CSRF, allauth, static files)."""
-    app = api_asgi_app if scope["path"].startswith("/v1/") else django_asgi_app
+    path = scope["path"]
+    app = api_asgi_app if path.startswith("/v1/") or path == "/healthz" else django_asgi_app
     await app(scope, receive, send)
 
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse
 
-from . import jobs, webhooks
+from . import jobs, ratelimit, webhooks
 from .api import api, bearer, parse_body, resolve_model, wait_until_done
 from .errors import ApiError
 from .models import Batch, Job
@@ -117,7 +117,8 @@ def get_batch_for_user(user, batch_id) -> Batch:
     summary="Run a list of prompts as one batch of jobs",
     description=(
         'Body `{"model": id, "prompts": [text or messages, …], …shared parameters}`: one job per '
-        f"prompt (at most {MAX_ITEMS}), each held, billed and listed like any other. With "
+        f"prompt (at most {MAX_ITEMS}), each held, billed, listed and counted against the "
+        "submit rate budget like any other. With "
         f'`"wait_for_result": true` and at most {MAX_WAIT_ITEMS} prompts the answer holds every '
         "result in order (202 if the wait ended first); otherwise it comes at once and "
         "`GET /v1/batch/{id}` gives the same document. Items that cannot be submitted carry an "
@@ -126,6 +127,12 @@ def get_batch_for_user(user, batch_id) -> Batch:
 )
 async def batch_completions(request):
     data = parse_body(request)
+    prompts = data.get("prompts")
+    if isinstance(prompts, list) and 1 < len(prompts) <= MAX_ITEMS:
+        # Each prompt is a submit for the rate budget; the request itself counted one.
+        request.rate_headers = await sync_to_async(ratelimit.hit)(
+            request.api_key, "submit", len(prompts) - 1
+        )
     batch, wait = await sync_to_async(_submit)(request.api_key, data)
     items = await sync_to_async(_items)(batch)
     if wait:

@@ -37,13 +37,21 @@ def validate_params(model: AIModel, data: dict, user=None) -> dict:
 
 
 def submit_job(
-    user, model: AIModel, params: dict, api_key=None, within=None, webhook=None, extra=None
+    user,
+    model: AIModel,
+    params: dict,
+    api_key=None,
+    within=None,
+    webhook=None,
+    extra=None,
+    enqueue=True,
 ) -> Job:
     """Create a job, hold its worst-case cost and queue it once the transaction commits.
 
     `within(job)`, if given, runs inside the job's transaction (e.g. claiming an idempotency key).
     `webhook` is (url, events) from `webhooks.from_body`, already checked; `extra` more Job
-    fields (a batch and its index).
+    fields (a batch and its index). `enqueue=False` leaves the job pending for the caller to
+    run (`runner.run_job`) in this process.
     """
     webhook_url, webhook_events = webhook or ("", [])
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
@@ -68,7 +76,8 @@ def submit_job(
                 ledger.hold(user, job, hold, key=api_key)
             if within is not None:
                 within(job)
-            transaction.on_commit(lambda: _enqueue_or_fail(job))
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue_or_fail(job))
     except ledger.InsufficientCredits as exc:
         raise ApiError(402, "insufficient_credits", str(exc)) from None
     except ledger.KeySpendCapReached as exc:

@@ -4,6 +4,7 @@ A response's `id` is the job's `request_id`; `usage` carries `cost`. With `strea
 answer is server-sent events relayed from the job's events, `data: [DONE]` last.
 """
 
+import asyncio
 import base64
 import json
 import struct
@@ -11,18 +12,20 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 from django.http import JsonResponse, StreamingHttpResponse
 
 from billing import ledger
 
 from . import jobs, webhooks
 from .api import api, bearer, parse_body, resolve_model, wait_until_done
-from .engine import events, registry
+from .engine import events, registry, runner
 from .errors import ApiError
 from .models import Job
 
 # OpenAI parameters accepted and ignored: they do not change what our models do.
 IGNORED = {"user", "presence_penalty", "frequency_penalty", "logprobs", "store", "metadata"}
+_running: set = set()  # inline jobs started by streams
 STATUS_FOR_CODE = {"upstream_error": 502, "upstream_timeout": 504, "engine_unavailable": 503}
 
 
@@ -55,12 +58,22 @@ def _params(key, data: dict, chat: bool) -> tuple[object, dict, bool, bool]:
     return model, data, stream, bool(options.get("include_usage"))
 
 
+def _inline(model) -> bool:
+    """Upstream jobs run in this process (PLAYGROUND_INLINE_UPSTREAM): the client waits here."""
+    return settings.PLAYGROUND_INLINE_UPSTREAM and model.backend == "openai"
+
+
 def _submit(key, data: dict, chat: bool):
+    """(job, stream, include_usage, run_here); a non-streaming inline job is finished already."""
     model, data, stream, include_usage = _params(key, data, chat)
     webhook = webhooks.from_body(data)
     params = jobs.validate_params(model, data)
-    job = jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook)
-    return job, stream, include_usage
+    inline = _inline(model)
+    job = jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook, enqueue=not inline)
+    if inline and not stream:
+        runner.run_job(job.pk)
+        job.refresh_from_db()
+    return job, stream, include_usage, inline and stream
 
 
 def _usage(job: Job) -> dict:
@@ -114,7 +127,7 @@ def _sse(payload) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-async def _stream(job: Job, chat: bool, include_usage: bool):
+async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = False):
     """Relay the job's events as SSE; a client that goes away cancels the job."""
     finished = False
     delivered = 0  # completion tokens sent to the client
@@ -122,6 +135,13 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
         async with events.JobListener(job.request_id) as listener:
             # As the websocket does: join first, then the snapshot and its sequence number.
             job, seq, text, delivered = await sync_to_async(_snapshot)(job)
+            if run_here:
+                # Started once subscribed, so no event is missed; a cancel stops it as usual.
+                task = asyncio.ensure_future(
+                    sync_to_async(_run_detached, thread_sensitive=False)(job.pk)
+                )
+                _running.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(_running.discard)
             yield _sse(_chunk(job, chat, text, None, first=True))
             deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
             while not job.is_terminal and time.monotonic() < deadline:
@@ -156,6 +176,14 @@ async def _stream(job: Job, chat: bool, include_usage: bool):
             await sync_to_async(_cancel)(job, delivered)
 
 
+def _run_detached(job_id: int) -> None:
+    """Run a streamed inline job on a pool thread, then give its database connection back."""
+    try:
+        runner.run_job(job_id)
+    finally:
+        connections.close_all()
+
+
 def _snapshot(job: Job) -> tuple[Job, int, str, int]:
     """(job, seq, text so far, tokens so far) as the stream starts."""
     job.refresh_from_db()
@@ -185,15 +213,18 @@ def _cancel(job: Job, delivered_tokens: int) -> None:
 def _view(chat: bool):
     async def view(request):
         data = parse_body(request)
-        job, stream, include_usage = await sync_to_async(_submit)(request.api_key, data, chat)
+        job, stream, include_usage, run_here = await sync_to_async(_submit)(
+            request.api_key, data, chat
+        )
         if stream:
             response = StreamingHttpResponse(
-                _stream(job, chat, include_usage), content_type="text/event-stream"
+                _stream(job, chat, include_usage, run_here), content_type="text/event-stream"
             )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"
             return response
-        job, _ = await wait_until_done(job, settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60)
+        if not job.is_terminal:
+            job, _ = await wait_until_done(job, settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60)
         await sync_to_async(_raise_if_failed)(job)
         return JsonResponse(_completion(job, chat))
 

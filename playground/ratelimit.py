@@ -17,7 +17,8 @@ from limits.strategies import FixedWindowRateLimiter
 from .errors import ApiError
 
 # (submits per minute, submits per day); reads get 10× the per-minute submit budget.
-TIERS = {"free": (20, 1_000), "pro": (600, 50_000)}
+# PLAYGROUND_RATE_TIERS (e.g. "pro:1200/100000") overrides a tier's two numbers.
+TIERS = {"free": (20, 1_000), "pro": (600, 50_000), **settings.PLAYGROUND_RATE_TIERS}
 READ_FACTOR = 10
 SUBMIT_PREFIXES = (
     "/v1/generate-",
@@ -72,8 +73,11 @@ def request_kind(request) -> str:
     return "submit"
 
 
-def hit(key, kind: str) -> dict:
-    """Count one request of `key`; returns the rate-limit headers, or raises ApiError 429."""
+def hit(key, kind: str, cost: int = 1) -> dict:
+    """Count `cost` requests of `key`; returns the rate-limit headers, or raises ApiError 429.
+
+    A batch of N prompts costs N submits: one when authenticated, N - 1 more (batch.py).
+    """
     items = budget(key.tier, kind)
     if not items:
         return {}
@@ -84,7 +88,7 @@ def hit(key, kind: str) -> dict:
     for item in items:
         name = item.key_for(*ident)
         # The count this request made (an atomic INCR in Redis): its own remaining, exactly.
-        count = storage.incr(name, item.get_expiry())
+        count = storage.incr(name, item.get_expiry(), amount=cost)
         allowed = allowed and count <= item.amount
         # Whole seconds, rounded up but never past the window's own length.
         reset = min(item.get_expiry(), max(0, math.ceil(storage.get_expiry(name) - now)))

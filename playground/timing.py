@@ -68,5 +68,6 @@ def _db_timer(execute, sql, params, many, context):
 
 @receiver(connection_created)
 def _install(sender, connection, **kwargs):
+    # First in the list: `connection.execute_wrapper()` blocks pop the last one on exit.
     if _db_timer not in connection.execute_wrappers:
-        connection.execute_wrappers.append(_db_timer)
+        connection.execute_wrappers.insert(0, _db_timer)

@@ -274,8 +274,11 @@ def balance(request):
     return render(request, "playground/balance.html")
 
 
-def healthz(request):
-    """A bare JSON view: liveness for operators and the baseline the API bench compares with."""
+async def healthz(request):
+    """A bare async JSON view: liveness for operators and the baseline of the API benches.
+
+    Served by the /v1 handler under ASGI (playground/asgi.py), so no page middleware either.
+    """
     return JsonResponse({"status": "ok"})
 
 

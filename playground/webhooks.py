@@ -278,6 +278,7 @@ def deliver(job_id: int, event: str, message_id: str, attempt: int = 1, body: st
         record.error = "the URL now resolves to an address that is not allowed"
         retry = False
     else:
+        secret = secret_for(job.user)
         _wait_for_throttle(job)
         timestamp = int(time.time())
         headers = {
@@ -285,16 +286,14 @@ def deliver(job_id: int, event: str, message_id: str, attempt: int = 1, body: st
             "user-agent": "Playground-Webhooks/1",
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret_for(job.user), message_id, timestamp, body.encode()),
+            "webhook-signature": sign(secret, message_id, timestamp, body.encode()),
         }
         started = time.perf_counter()
         try:
-            response = httpx.post(
-                url,
-                content=body.encode(),
-                headers=headers,
-                timeout=settings.PLAYGROUND_WEBHOOK_TIMEOUT,
-                follow_redirects=False,
+            from .engine.openai_backend import shared_client
+
+            response = shared_client(settings.PLAYGROUND_WEBHOOK_TIMEOUT).post(
+                url, content=body.encode(), headers=headers, follow_redirects=False
             )
             record.status_code = response.status_code
         except httpx.TimeoutException:

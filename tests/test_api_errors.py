@@ -2,11 +2,13 @@
 
 import logging
 import re
+import threading
 
 import httpx
 import pytest
 
 from playground.models import Job
+from tests.conftest import require_postgres
 from tests.live import start_site
 
 MODEL = "trigram-pydoc"
@@ -157,3 +159,35 @@ def test_errors_through_the_asgi_api_handler(site):
         # Pages keep their own middleware.
         page = http.get("/models/")
         assert page.status_code == 200 and "server-timing" not in page.headers
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_concurrency_limit_is_exact_under_simultaneous_submits(alice_key, settings, no_engine):
+    require_postgres()
+    from django.db import connections
+    from django.test import Client
+
+    settings.PLAYGROUND_CONCURRENT_JOBS = {"free": 3}
+    codes = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        client = Client()
+        barrier.wait()
+        response = client.post(
+            "/v1/generate-text",
+            {"model": MODEL, "prompt": "x"},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+        )
+        codes.append(response.status_code)
+        connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(codes) == [200] * 3 + [429] * 5
+    assert Job.objects.count() == 3

@@ -52,7 +52,8 @@ def test_small_batch_waits_and_returns_results_in_order(api, alice_key, alice_wi
     assert api.get(f"/v1/batch/{body['id']}", key=alice_key).json() == body
 
 
-def test_large_batch_is_async_and_polled(api, alice_key, no_engine):
+def test_large_batch_is_async_and_polled(api, alice_with_credits, no_engine):
+    _, alice_key = keys.create_key(alice_with_credits, "pro", tier="pro")
     prompts = [f"The class {i}" for i in range(40)]
     response = batch(api, alice_key, prompts, max_tokens=2, wait_for_result=True)
     assert response.status_code == 200
@@ -122,3 +123,15 @@ def test_unknown_model_no_key_other_user(api, alice_key, bob_key, no_engine):
         assert response.status_code == 404 and response.json()["error"]["code"] == "batch_not_found"
         assert api.post(f"/v1/batch/{other}/cancel", {}, key=bob_key).status_code == 404
     assert api.get(f"/v1/batch/{bid}", key=alice_key).status_code == 200
+
+
+def test_each_prompt_counts_against_the_submit_budget(api, alice_key, no_engine):
+    # Alice's key is on the free tier: 20 submits a minute.
+    response = batch(api, alice_key, ["x"] * 5)
+    assert response.status_code == 200
+    assert response["X-RateLimit-Remaining"] == "15"
+    refused = batch(api, alice_key, ["x"] * 16)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert "Retry-After" in refused
+    assert Job.objects.count() == 5

@@ -1,10 +1,11 @@
 """schemathesis against a live site's /v1/openapi.json: no server errors, nothing off the spec.
 
-Bounded: a few examples per operation, all phases but explicit examples, about half a minute.
+Bounded: 5 examples per operation, all phases but explicit examples; 30-100 s.
 Checks: 5xx, status codes, content types, headers and bodies against the documented responses,
 405 with Allow for undocumented methods, and endpoints that must refuse a missing key.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_api_conforms_to_its_openapi_document(site, tmp_path):
             "--checks",
             CHECKS,
             "--max-examples",
-            "8",
+            "5",
             "--workers",
             "2",
             "--phases",
@@ -57,16 +58,18 @@ def test_api_conforms_to_its_openapi_document(site, tmp_path):
             "--request-timeout",
             "20",
             "--max-time",
-            "150",
+            "100",
             "--report-dir",
             str(tmp_path),
         ],
         capture_output=True,
         text=True,
         timeout=240,
+        cwd=tmp_path,  # its example database (.schemathesis/) stays out of the checkout
     )
     summary = result.stdout[-6000:]
     assert result.returncode == 0, summary
-    assert "0 passed" not in summary and " passed" in summary, summary
+    passed = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert passed and int(passed.group(2)) > 500, summary
     # The server logged no unexpected error either.
     assert "Traceback" not in site.log("daphne"), site.log("daphne")[-4000:]
