@@ -4,7 +4,6 @@ from ninja.security import HttpBearer
 
 from accounts.keys import authenticate_key
 from accounts.models import ApiKey
-from billing import ledger
 
 from . import ratelimit, timing
 from .errors import ApiError
@@ -32,12 +31,8 @@ def key_from_header(header_value: str | None, ip: str | None = None) -> ApiKey |
     key = authenticate_key(token, ip) if token else None
     if key is None:
         raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
-    # Only capped keys pay for this check (two aggregates); others stay at one read.
-    if key.spend_cap is not None and ledger.key_cap_remaining(key) <= 0:
-        from .jobs import note_cap_reached
-
-        note_cap_reached(key)
-        raise ApiError(402, "key_spend_cap_reached", "This API key has reached its spend cap.")
+    # The spend cap is enforced where money is taken (`ledger.hold` at submit), not here: a key
+    # whose open hold fills its cap must still poll, cancel and watch that very job.
     return key
 
 

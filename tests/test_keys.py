@@ -230,7 +230,7 @@ def test_a_hold_that_fits_the_cap_exactly_is_accepted(api, alice_key):
     assert submit(api, alice_key, max_tokens=1).status_code == 402
 
 
-def test_used_up_cap_refuses_submits_and_reads_with_402(api, alice_key):
+def test_used_up_cap_refuses_submits_but_not_reads_with_402(api, alice_key):
     key = key_of(alice_key)
     keys.update(key, spend_cap=Decimal("0.001"), spend_cap_period="")
     refused = None
@@ -243,11 +243,33 @@ def test_used_up_cap_refuses_submits_and_reads_with_402(api, alice_key):
     assert error(refused)["code"] == "key_spend_cap_reached"
     spent = ledger.key_spend(key)
     assert 0 < spent <= Decimal("0.001")
-    # Cap exactly used up: the key is refused outright.
+    # Cap exactly used up: submits are refused, reads still work (money is only taken at submit).
     keys.update(key, spend_cap=spent)
-    for response in (api.get("/v1/requests", key=alice_key), submit(api, alice_key)):
-        assert response.status_code == 402
-        assert error(response)["code"] == "key_spend_cap_reached"
+    response = submit(api, alice_key)
+    assert response.status_code == 402
+    assert error(response)["code"] == "key_spend_cap_reached"
+    for path in ("/v1/requests", "/v1/models", "/v1/user/profile"):
+        assert api.get(path, key=alice_key).status_code == 200, path
+
+
+def test_a_hold_that_fills_the_cap_does_not_lock_the_key_out_of_its_job(
+    api, alice_key, alice_with_credits, monkeypatch
+):
+    monkeypatch.setattr(registry, "enqueue", lambda job: None)  # the job stays pending
+    key = key_of(alice_key)
+    keys.update(key, spend_cap=Decimal("0.00042"), spend_cap_period="")  # exactly one hold
+    rid = submit(api, alice_key, max_tokens=20).json()["request_id"]
+    assert ledger.key_cap_remaining(key) == 0
+    assert error(submit(api, alice_key))["code"] == "key_spend_cap_reached"
+    poll = api.get(f"/v1/requests/{rid}", key=alice_key)
+    assert poll.status_code == 200 and poll.json()["status"] == "pending"
+    assert api.post("/v1/generate-text", {"request_id": rid}, key=alice_key).status_code == 200
+    profile = api.get("/v1/user/profile", key=alice_key)
+    assert profile.status_code == 200 and profile.json()["key"]["spend_cap_remaining"] == "0"
+    canceled = api.post(f"/v1/requests/{rid}/cancel", {}, key=alice_key)
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert ledger.key_cap_remaining(key) == Decimal("0.00042")
+    assert submit(api, alice_key, max_tokens=20).status_code == 200
 
 
 async def _ws_close(request_id, raw):
@@ -265,7 +287,16 @@ async def _ws_close(request_id, raw):
         messages.append(json.loads(output["text"]))
 
 
-@pytest.mark.parametrize("state", ["revoked", "expired", "capped"])
+async def test_websocket_accepts_a_key_whose_cap_is_used_up(api, alice_key):
+    job = await sync_to_async(run_a_job)(api, alice_key)
+    await ApiKey.objects.filter(prefix=alice_key[:12]).aupdate(spend_cap=job.cost)
+    assert await _ws_close(job.request_id, alice_key) == (
+        [{"type": "snapshot", "job": await sync_to_async(_doc)(job)}],
+        1000,
+    )
+
+
+@pytest.mark.parametrize("state", ["revoked", "expired"])
 async def test_websocket_refuses_unusable_keys_with_4401(api, alice_key, state):
     job = await sync_to_async(run_a_job)(api, alice_key)
     assert await _ws_close(job.request_id, alice_key) == (
@@ -279,8 +310,6 @@ async def test_websocket_refuses_unusable_keys_with_4401(api, alice_key, state):
         await ApiKey.objects.filter(pk=key.pk).aupdate(
             expires_at=timezone.now() - timedelta(minutes=1)
         )
-    else:
-        await ApiKey.objects.filter(pk=key.pk).aupdate(spend_cap=job.cost)
     assert await _ws_close(job.request_id, alice_key) == ([], 4401)
 
 
@@ -331,9 +360,10 @@ def test_daily_cap_counts_only_todays_spend(api, alice_key):
     assert DECIMAL_RE.match(doc["spend"]) and DECIMAL_RE.match(doc["spend_cap_remaining"])
     assert Decimal(doc["spend"]) == Decimal("5") + job.cost
     assert Decimal(doc["spend_cap_remaining"]) == Decimal("0.01") - job.cost
-    # The same history against a lifetime cap: used up.
+    # The same history against a lifetime cap: used up; the profile still answers, submits don't.
     keys.update(key, spend_cap=Decimal("0.01"), spend_cap_period="")
-    assert api.get("/v1/user/profile", key=alice_key).status_code == 402
+    assert profile_key(api, alice_key)["spend_cap_remaining"] == "0"
+    assert submit(api, alice_key).status_code == 402
 
 
 def test_profile_without_cap_reports_null_remaining(api, alice_key):
@@ -382,10 +412,11 @@ def test_cap_reached_event_is_written_once_per_window(api, alice_key):
         assert submit(api, alice_key).status_code == 402
     events = KeyEvent.objects.filter(key=key, kind="cap_reached")
     assert events.count() == 1
-    # Used up entirely: refused reads don't log it again either.
+    # Used up entirely: reads are not refused and log nothing; refused submits log no more.
     keys.update(key, spend_cap=Decimal("0"))
     for _ in range(2):
-        assert api.get("/v1/requests", key=alice_key).status_code == 402
+        assert api.get("/v1/requests", key=alice_key).status_code == 200
+        assert submit(api, alice_key).status_code == 402
     assert events.count() == 1
     # Yesterday's note does not cover today's window.
     events.update(created=timezone.now() - timedelta(days=1, minutes=1))
@@ -442,7 +473,8 @@ def test_concurrent_submits_never_exceed_the_cap(alice_key, monkeypatch):
 def test_simultaneous_refusals_log_cap_reached_once(alice_key):
     require_postgres()
     key = key_of(alice_key)
-    keys.update(key, spend_cap=Decimal("0"), spend_cap_period="daily")
+    # Unlimited tier: 128 refused submits must not be cut short by the rate limit.
+    keys.update(key, spend_cap=Decimal("0"), spend_cap_period="daily", tier="unlimited")
     events = KeyEvent.objects.filter(key=key, kind="cap_reached")
     counts = []
     for _ in range(8):  # bursts of refusals, each in a fresh cap window
@@ -453,7 +485,12 @@ def test_simultaneous_refusals_log_cap_reached_once(alice_key):
             try:
                 client = Client()
                 barrier.wait(10)
-                response = client.get("/v1/requests", HTTP_AUTHORIZATION=f"Bearer {alice_key}")
+                response = client.post(
+                    "/v1/generate-text",
+                    {"model": MODEL, "prompt": "The class", "max_tokens": 4},
+                    content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+                )
                 statuses.append(response.status_code)
             except Exception as exc:  # surfaced below
                 errors.append(exc)
