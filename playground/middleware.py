@@ -11,6 +11,7 @@ import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import JsonResponse
@@ -49,20 +50,33 @@ class ApiErrorMiddleware:
         if not request.path.startswith("/v1/"):
             return self.get_response(request)
         record = self._start(request)
-        response = self._too_large(request) or self.get_response(request)
+        response = self._bad_host(request) or self._too_large(request) or self.get_response(request)
         return self._finish(request, response, record)
 
     async def _acall(self, request):
         if not request.path.startswith("/v1/"):
             return await self.get_response(request)
         record = self._start(request)
-        response = self._too_large(request) or await self.get_response(request)
+        response = (
+            self._bad_host(request) or self._too_large(request) or await self.get_response(request)
+        )
         return self._finish(request, response, record)
 
     @staticmethod
     def _start(request) -> dict:
         request.request_id = "req_" + uuid.uuid4().hex
         return timing.start(request.request_id)
+
+    @staticmethod
+    def _bad_host(request):
+        # Refused before any view runs: inside ninja it surfaced as a 500, after a submit had
+        # already created (and charged) its job.
+        try:
+            request.get_host()
+        except DisallowedHost:
+            message = "The Host header is not one this server answers to."
+            return JsonResponse(error_body(400, "invalid_host", message), status=400)
+        return None
 
     def _too_large(self, request):
         length = request.headers.get("Content-Length", "")

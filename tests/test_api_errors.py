@@ -114,6 +114,20 @@ def test_concurrent_jobs_limit_per_tier(api, alice_key, settings, no_engine):
     assert api.post("/v1/generate-text", body, key=alice_key).status_code == 200
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_disallowed_host_is_400_and_creates_no_job(api, alice_key):
+    body = {"model": MODEL, "prompt": "x", "wait_for_result": True}
+    for response in (
+        api.post("/v1/generate-text", body, key=alice_key, HTTP_HOST="evil.com"),
+        api.get("/v1/models", HTTP_HOST="evil.com"),
+    ):
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert set(error) == ERROR_KEYS and error["code"] == "invalid_host"
+        assert response.headers["X-Request-Id"].startswith("req_")
+    assert not Job.objects.exists()
+
+
 # --- The same through daphne (the ASGI path with the /v1 handler) -------------------------
 
 
@@ -138,6 +152,7 @@ def test_errors_through_the_asgi_api_handler(site):
             (http.get("/v1/requests?limit=abc"), 400, "invalid_parameter"),
             (http.post("/v1/generate-text", content=b"{nope"), 400, "invalid_json"),
             (http.get("/v1/requests", headers={"Authorization": "Bearer x"}), 401, None),
+            (http.get("/v1/models", headers={"Host": "evil.com"}), 400, "invalid_host"),
         ]
         for response, status, code in cases:
             assert response.status_code == status, (response.request.url, response.text)
