@@ -118,7 +118,9 @@ def signed_path(ref: str, owner_id, expires: int | None = None) -> str:
 
 def check_signature(media_file: MediaFile, expires: str, sig: str) -> str | None:
     """None if the link is good; else why not ("invalid" or "expired")."""
-    if not expires.isdigit() or not sig:
+    # ASCII digits only, and few: str.isdigit() lets "²" through to int(), and int() refuses
+    # strings over 4300 digits; either was a 500.
+    if not re.fullmatch(r"[0-9]{1,12}", expires) or not sig:
         return "invalid"
     expected = _signature(media_file.public_id, media_file.user_id, int(expires))
     if not hmac.compare_digest(expected, sig):

@@ -7,6 +7,7 @@ names *.test are answered by a patched resolver, everything else by the real one
 
 import base64
 import io
+import re
 import socket
 import threading
 import time
@@ -284,3 +285,6 @@ def test_expired_own_link_is_refused(api, client, alice_key, alice):
     assert_refused(submit(api, alice_key, expired), "expired")
     tampered = expired.replace("sig=", "sig=x")
     assert_refused(submit(api, alice_key, tampered), "not a valid link")
+    for expires in ("\u00b2", "9" * 5000):
+        malformed = re.sub(r"expires=\d+", f"expires={expires}", expired)
+        assert_refused(submit(api, alice_key, malformed), "not a valid link")

@@ -70,6 +70,13 @@ def test_tampered_link_is_404(client, stored, part):
     assert client.get(urlsplit(path).path).status_code == 404  # no signature at all
 
 
+@pytest.mark.parametrize("expires", ["\u00b2", "\u0661\u0662", "9" * 5000, "-5", "+5", " 5"])
+def test_malformed_expiry_is_404_like_a_tampered_link(client, stored, expires):
+    sig = parse_qs(urlsplit(link(stored)).query)["sig"][0]
+    response = client.get(f"/media/{stored.public_id}/cat.png", {"expires": expires, "sig": sig})
+    assert response.status_code == 404
+
+
 def test_another_files_signature_does_not_open_this_one(client, stored, alice, bob):
     other = media.save_file(alice, b"GIF89a-other", "other.gif", "image/gif", "input")
     sig_query = urlsplit(link(other)).query
