@@ -368,6 +368,9 @@ def usage(request, start: date | None = None, end: date | None = None):
     """Finished jobs of the account (all keys) per UTC day and model, `start`..`end` inclusive."""
     today = timezone.now().date()
     end_day = end or today
+    if start is None and end_day < date.min + timedelta(days=29):
+        # The default window would start before year 1 (OverflowError, a 500).
+        raise ApiError(400, "invalid_parameter", "end is too early; give start too.", "end")
     start_day = start or end_day - timedelta(days=29)
     if start_day > end_day:
         raise ApiError(400, "invalid_parameter", "start is after end.", "start")

@@ -48,6 +48,17 @@ def test_usage_date_range_and_bad_input(api, alice_key):
     assert api.get("/v1/usage").status_code == 401
 
 
+def test_usage_window_before_year_one_is_400_naming_end(api, alice_key):
+    for end in ("0001-01-01", "0001-01-29"):
+        response = api.get(f"/v1/usage?end={end}", key=alice_key)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["param"] == "end"
+    # The earliest window that fits, and an explicit start, still answer.
+    assert api.get("/v1/usage?end=0001-01-30", key=alice_key).json()["start"] == "0001-01-01"
+    both = api.get("/v1/usage?start=0001-01-01&end=0001-01-01", key=alice_key)
+    assert both.status_code == 200 and both.json()["data"] == []
+
+
 def test_usage_counts_images_and_seconds(api, alice_key):
     image = api.post(
         "/v1/generate-image",
