@@ -19,6 +19,8 @@ from django.utils import timezone
 from .models import CreditAccount, LedgerEntry, UsageDay
 
 QUANTUM = Decimal("0.000001")
+# The money columns are DecimalField(max_digits=20, decimal_places=6): 14 digits before the point.
+MAX_AMOUNT = Decimal(10) ** 14 - QUANTUM
 
 
 class KeySpendCapReached(Exception):
@@ -58,6 +60,9 @@ def parse_amount(value) -> Decimal:
         raise ValueError(f"{value!r} is not a decimal number") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError("the amount must be a decimal number >= 0")
+    if amount > MAX_AMOUNT:
+        # Also keeps quantize() below within the decimal context (InvalidOperation, a 500).
+        raise ValueError(f"the amount can be at most {fmt(MAX_AMOUNT)}")
     if amount != amount.quantize(QUANTUM):
         raise ValueError("the amount can have at most 6 fraction digits")
     return amount.quantize(QUANTUM)

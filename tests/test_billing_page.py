@@ -169,6 +169,9 @@ def test_rollup_equals_the_capture_rows(funded):
 def test_low_balance_threshold_form(client, alice):
     client.force_login(alice)
     assert client.post("/billing/low-balance", {"threshold": "-1"}).status_code == 400
+    for huge in ("1e30", "99999999999999999999999"):
+        response = client.post("/billing/low-balance", {"threshold": huge})
+        assert response.status_code == 400 and b"at most" in response.content
     assert client.post("/billing/low-balance", {"threshold": "2.5"}).status_code == 302
     assert CreditAccount.objects.get(user=alice).low_balance_threshold == Decimal("2.5")
     client.post("/billing/low-balance", {"threshold": ""})

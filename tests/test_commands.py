@@ -115,7 +115,14 @@ def test_credits_grant_and_balance(alice):
     assert entry.kind == "grant" and "promo" in alice.credit_account.entries.last().reason
 
 
-@pytest.mark.parametrize("amount", ["-1", "1e3x", "0.0000001", "inf"])
+def test_credits_grant_the_largest_amount_a_money_column_holds(alice):
+    largest = "99999999999999.999999"  # max_digits 20, 6 of them after the point
+    assert run("credits", "grant", "alice@example.com", largest).strip() == largest
+
+
+@pytest.mark.parametrize(
+    "amount", ["-1", "1e3x", "0.0000001", "inf", "1e30", "99999999999999999999999", "1e14"]
+)
 def test_credits_grant_bad_amount_is_an_error(alice, amount):
     with pytest.raises(CommandError):
         run("credits", "grant", "alice@example.com", amount)
