@@ -1,5 +1,7 @@
 """Live job status over websockets (CONTRACT.md §7)."""
 
+import uuid
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -15,7 +17,8 @@ MEDIA_KEYS = ("images", "video", "audio_url")
 def _user_from_scope(scope):
     """The Bearer key's user, else the session user; None when neither authenticates.
 
-    A key that is sent but unusable (invalid, revoked, expired, capped) is refused outright.
+    A key that is sent but unusable (invalid, revoked, expired) is refused outright; a key whose
+    spend cap is used up may still watch its jobs.
     """
     headers = dict(scope.get("headers") or [])
     raw = headers.get(b"authorization")
@@ -46,11 +49,16 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         await self.accept()
         self.group = None
+        self.seq = None  # no events are forwarded before the snapshot
         user = await _user_from_scope(self.scope)
         if user is None or user == "rate_limited":
             await self.close(code=4401 if user is None else 4429)
             return
-        request_id = self.scope["url_route"]["kwargs"]["request_id"]
+        try:
+            request_id = str(uuid.UUID(self.scope["url_route"]["kwargs"]["request_id"]))
+        except ValueError:
+            await self.close(code=4404)
+            return
         self.group = events.group_name(request_id)
         await events.keep_listening(self.channel_layer)
         # Join before reading the snapshot: nothing published in between is lost.
@@ -58,10 +66,13 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         self.user, self.request_id = user, request_id
         self.base = media.base_url_from_scope(self.scope)
         try:
-            document, terminal, self.seq = await _snapshot(user, request_id, self.base)
+            document, terminal, seq = await _snapshot(user, request_id, self.base)
         except ApiError:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
             await self.close(code=4404)
             return
+        self.seq = seq
         await self.send_json({"type": "snapshot", "job": document})
         if terminal:
             await self.close(code=1000)
@@ -71,7 +82,8 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def job_event(self, event):
-        if event["seq"] <= self.seq:
+        # seq is None until the snapshot went out, and again once closed 4404 (not this user's).
+        if self.seq is None or event["seq"] <= self.seq:
             return
         self.seq = event["seq"]
         payload = event["payload"]
@@ -85,6 +97,14 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(payload)
         if event["payload"]["type"] == "result":
             await self.close(code=1000)
+
+
+class NotFoundConsumer(AsyncJsonWebsocketConsumer):
+    """Any other /ws/ path: accepted, then closed 4404, like a job that is not found."""
+
+    async def connect(self):
+        await self.accept()
+        await self.close(code=4404)
 
 
 class UserConsumer(AsyncJsonWebsocketConsumer):

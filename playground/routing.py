@@ -1,8 +1,11 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from .consumers import JobConsumer, UserConsumer
+from .consumers import JobConsumer, NotFoundConsumer, UserConsumer
 
 websocket_urlpatterns = [
-    path("ws/jobs/<uuid:request_id>/", JobConsumer.as_asgi()),
+    # A str, not <uuid:>: a malformed id must close 4404 (after the credentials check),
+    # not fail the handshake for want of a route.
+    path("ws/jobs/<str:request_id>/", JobConsumer.as_asgi()),
     path("ws/user/", UserConsumer.as_asgi()),
+    re_path(r"", NotFoundConsumer.as_asgi()),
 ]

@@ -182,3 +182,37 @@ async def test_foreign_origin_is_refused(api, alice_key, monkeypatch):
     )
     connected, _ = await comm.connect()
     assert not connected
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ws/jobs/not-a-uuid/", "/ws/jobs/%C2%B2/", "/ws/jobs/a/b/", "/ws/nowhere/", "/ws/"],
+)
+async def test_unknown_or_malformed_paths_close_4404(api, alice_key, path):
+    comm = WebsocketCommunicator(
+        application, path, headers=[(b"authorization", f"Bearer {alice_key}".encode())]
+    )
+    connected, _ = await comm.connect()
+    assert connected
+    assert await receive_all(comm) == ([], 4404)
+
+
+async def test_bad_credentials_are_checked_before_a_malformed_id(api):
+    comm, connected = await connect("not-a-uuid", key="pgk_bogus_bogus_bogus_bogus")
+    assert connected
+    assert await receive_all(comm) == ([], 4401)
+
+
+async def test_an_event_after_a_4404_close_is_ignored(api, alice_key, bob_key, monkeypatch):
+    from channels.layers import get_channel_layer
+
+    from playground.engine import events
+
+    request_id = await sync_to_async(make_pending_job)(api, alice_key, monkeypatch)
+    comm, _ = await connect(request_id, key=bob_key)
+    assert await receive_all(comm) == ([], 4404)
+    payload = {"type": "status", "status": "running", "progress": 0}
+    message = {"type": "job.event", "seq": 1, "payload": payload}
+    await get_channel_layer().group_send(events.group_name(request_id), message)
+    assert await comm.receive_nothing(0.3)
+    await comm.disconnect()  # raises what the consumer raised, if anything
