@@ -25,7 +25,7 @@ from billing import ledger
 from . import catalogue, idempotency, jobs, media, pricing, timing, webhooks
 from .auth import ApiKeyAuth, authenticate_request
 from .engine import events
-from .errors import ApiError, error_body, loc_to_param
+from .errors import ApiError, error_body, first_error, loc_to_param
 from .models import Job
 from .schemas import json_schema
 
@@ -62,7 +62,7 @@ def _api_error(request, exc: ApiError):
 
 @api.exception_handler(NinjaValidationError)
 def _validation_error(request, exc):
-    first = exc.errors[0] if exc.errors else {}
+    first = first_error(exc.errors)
     param = loc_to_param(first.get("loc", ()))
     message = first.get("msg", "Invalid input.")
     return JsonResponse(error_body(400, "invalid_parameter", message, param), status=400)

@@ -115,6 +115,39 @@ def test_concurrent_jobs_limit_per_tier(api, alice_key, settings, no_engine):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "path,body,param",
+    [
+        ("/v1/generate-text", {"model": MODEL, "prompt": "x", "stop": [1]}, "stop.0"),
+        ("/v1/generate-text", {"model": MODEL, "prompt": "x", "stop": 5}, "stop"),
+        ("/v1/embeddings", {"model": "hash-embed", "input": ["a", 5]}, "input.1"),
+        ("/v1/embeddings", {"model": "hash-embed", "input": {"a": 1}}, "input"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user"}]}, None),
+    ],
+)
+def test_param_names_the_field_without_pydantic_union_tags(api, alice_key, path, body, param):
+    response = api.post(path, body, key=alice_key)
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    if param is None:  # whatever field it names, no type tag in it
+        assert error["param"] and "[" not in error["param"], error
+    else:
+        assert error["param"] == param, error
+    assert not Job.objects.exists()
+
+
+def test_loc_to_param_drops_type_tags_only():
+    from playground.errors import loc_to_param
+
+    assert loc_to_param(("body", "payload", "stop", "list[str]", 0)) == "stop.0"
+    assert loc_to_param(("body", "payload", "input", "str")) == "input"
+    assert loc_to_param(("body", "payload", "messages", 0, "content")) == "messages.0.content"
+    assert loc_to_param(("query", "limit")) == "limit"
+    assert loc_to_param(("header", "idempotency-key")) == "idempotency-key"
+    assert loc_to_param(("x", "function-after[check(), str]", "url")) == "x.url"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_disallowed_host_is_400_and_creates_no_job(api, alice_key):
     body = {"model": MODEL, "prompt": "x", "wait_for_result": True}
     for response in (
