@@ -178,13 +178,19 @@ def _submit_or_poll(
     rest = {k: v for k, v in data.items() if k not in ENVELOPE}
     webhook = webhooks.from_body(rest)
     params = jobs.validate_params(model, rest, user=key.user)
-    if idempotency_key is None:
-        return jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook), True, wait
 
-    def submit(claim):
+    def submit(claim=None):
         return jobs.submit_job(key.user, model, params, api_key=key, within=claim, webhook=webhook)
 
-    job, created = idempotency.submit_once(key.user, idempotency_key, data, submit)
+    try:
+        if idempotency_key is None:
+            return submit(), True, wait
+        job, created = idempotency.submit_once(key.user, idempotency_key, data, submit)
+    except ApiError:
+        jobs.discard_new_inputs(model, params, rest)
+        raise
+    if not created:
+        jobs.discard_new_inputs(model, params, rest)
     return job, created, wait
 
 

@@ -1,5 +1,6 @@
 """Jobs: submit, ownership lookup, status documents, cancel. For the API, pages and consumers."""
 
+import json
 import logging
 import uuid
 from decimal import Decimal
@@ -14,7 +15,7 @@ from billing import ledger
 from . import inputs, media, pricing, timing
 from .engine import events, registry
 from .errors import ApiError, from_validation_error
-from .models import AIModel, Job
+from .models import AIModel, Job, MediaFile
 from .schemas import params_for
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,23 @@ def validate_params(model: AIModel, data: dict, user=None) -> dict:
     if user is not None:
         params = inputs.resolve(params_for(model), params, user, sent=data)
     return params
+
+
+def discard_new_inputs(model: AIModel, params: dict, sent: dict) -> None:
+    """Delete the input files `validate_params` stored for a submit that made no job (refused,
+    or an idempotent replay), so each retry does not leave one more file behind.
+
+    A file the client named (its upload or signed link carries the file's id) was there before
+    and stays; only files stored from data: URIs or fetched URLs, ids fresh from this submit, go.
+    """
+    raw = json.dumps(sent)
+    for name in inputs.media_fields(params_for(model)):
+        ref = params.get(name)
+        if not isinstance(ref, str):
+            continue
+        public_id = ref.split("/", 1)[0]
+        if public_id not in raw:
+            MediaFile.objects.filter(public_id=public_id, job=None).delete()
 
 
 def submit_job(

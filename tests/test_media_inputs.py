@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -288,3 +289,43 @@ def test_expired_own_link_is_refused(api, client, alice_key, alice):
     for expires in ("\u00b2", "9" * 5000):
         malformed = re.sub(r"expires=\d+", f"expires={expires}", expired)
         assert_refused(submit(api, alice_key, malformed), "not a valid link")
+
+
+def test_a_refused_submit_keeps_no_input_file(api, alice_key, alice, settings, monkeypatch):
+    from accounts import keys
+    from accounts.models import ApiKey
+    from playground import media
+    from playground.engine import registry
+
+    monkeypatch.setattr(registry, "enqueue", lambda job: None)  # jobs stay pending
+    stored_names = []
+    original = media.save_file
+
+    def save_file(*args, **kwargs):
+        made = original(*args, **kwargs)
+        stored_names.append(made.name)
+        return made
+
+    monkeypatch.setattr(media, "save_file", save_file)
+    own = original(alice, png(), "mine.png", "image/png", "input")
+    own_link = "http://testserver" + media.signed_path(own.ref, alice.pk)
+    data_uri = "data:image/png;base64," + base64.b64encode(png()).decode()
+    body = {"model": "animate-video", "prompt": "zoom", "image": data_uri, "num_frames": 8}
+    idem = {"HTTP_IDEMPOTENCY_KEY": "once"}
+    assert api.post("/v1/generate-video", body, key=alice_key, **idem).status_code == 200
+    kept = set(MediaFile.objects.values_list("pk", flat=True))
+    # An idempotent replay, a 429 and a 402 each stored the image again before they were refused.
+    assert api.post("/v1/generate-video", body, key=alice_key, **idem).status_code == 200
+    settings.PLAYGROUND_CONCURRENT_JOBS = {"free": 1, "pro": 1, "unlimited": 1}
+    assert api.post("/v1/generate-video", body, key=alice_key).status_code == 429
+    settings.PLAYGROUND_CONCURRENT_JOBS = {}
+    keys.update(ApiKey.objects.get(prefix=alice_key[:12]), spend_cap=Decimal(0))
+    assert api.post("/v1/generate-video", body, key=alice_key).status_code == 402
+    # The client's own file, named in a refused submit, is not touched.
+    assert submit(api, alice_key, own_link).status_code == 402
+    assert set(MediaFile.objects.values_list("pk", flat=True)) == kept
+    assert len(stored_names) == 4  # the first submit, then the replay, the 429 and the 402
+    for name in stored_names[1:]:
+        assert not media.storage().exists(name)
+    assert media.storage().exists(stored_names[0]) and media.storage().exists(own.name)
+    assert Job.objects.count() == 1
