@@ -37,9 +37,10 @@ SAMPLE_OUTPUT = {
 }
 ERRORS = [
     (400, "invalid_parameter", "A parameter is missing or out of range; `param` names it."),
+    (400, "invalid_host", "The Host header is not one this server answers to."),
     (401, "invalid_api_key", "No key, or a revoked, expired or unknown one."),
     (402, "insufficient_credits", "The worst-case cost does not fit your available credits."),
-    (402, "key_spend_cap_reached", "The key's spend cap would be exceeded."),
+    (402, "key_spend_cap_reached", "A submit would exceed the key's spend cap (reads still work)."),
     (403, "model_not_allowed", "The key may not use this model."),
     (404, "model_not_found", "No such model (`param` is `model`); unknown or another user's job."),
     (409, "idempotency_key_reused", "The same Idempotency-Key with another body."),
