@@ -377,3 +377,44 @@ def test_remote_failures_map_to_our_codes(answer, code):
     finally:
         remote.close()
     assert info.value.code == code
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remote_image_model_is_charged_per_image_it_made(api, alice_key, alice_with_credits):
+    image = {"url": "https://remote.example/media/x.png", "width": 64, "height": 64}
+    done = {"request_id": "r1", "status": "success", "cost": "1", "images": [image, image]}
+    fake = FakeRemote([(200, done)])
+    try:
+        call_command(
+            "models", "add-remote", "far-images", "--base-url", fake.base_url,
+            "--modality", "image", "--per-image", "0.5",
+        )  # fmt: skip
+        body = {"model": "far-images", "prompt": "a cat", "num_images": 3}
+        doc = api.post("/v1/generate-image", {**body, "wait_for_result": True}, key=alice_key)
+        doc = doc.json()
+    finally:
+        fake.close()
+    # A Playground's status document has no usage for images: the two made are billed.
+    assert doc["status"] == "success" and len(doc["images"]) == 2, doc
+    assert Decimal(doc["cost"]) == Decimal("1.0")
+    assert ledger.balances(alice_with_credits)[0] == Decimal(9)
+
+
+@pytest.mark.parametrize(
+    "modality,output,params,usage",
+    [
+        ("image", {"images": [{"url": "u"}] * 3}, {}, {"images": 3}),
+        ("video", {"video": {"url": "u", "duration": 2.5}}, {}, {"seconds": 2.5}),
+        ("video", {"video": {"url": "u"}}, {"num_frames": 24, "fps": 8}, {"seconds": 3}),
+        ("audio", {"audio_url": "u", "duration": 4.2}, {"duration": 5}, {"seconds": 4.2}),
+        ("audio", {"audio_url": "u"}, {"duration": 5}, {"seconds": 5}),
+    ],
+)
+def test_remote_media_usage_comes_from_the_output(modality, output, params, usage):
+    done = {"request_id": "r1", "status": "success", "cost": "0"} | output
+    remote, adapter = scripted([(200, done)], modality=modality)
+    try:
+        result = adapter.run({"prompt": "a cat"} | params, Recorder())
+    finally:
+        remote.close()
+    assert result.usage == usage

@@ -75,7 +75,7 @@ class QueueBackend:
                 # remote: it must not keep working (and charging) for nobody.
                 self._cancel_remote(client, request_id)
                 raise
-        return self._result(document)
+        return self._result(document, params)
 
     def _api_key(self) -> str | None:
         # Read when calling, never kept: rotating the variable needs no restart.
@@ -166,7 +166,7 @@ class QueueBackend:
             delay = self.poll_min if changed else min(delay * 1.5, self.poll_max)
             _sleep(delay, emit)
 
-    def _result(self, document: dict[str, Any]) -> Result:
+    def _result(self, document: dict[str, Any], params: dict[str, Any] | None = None) -> Result:
         status = document.get("status")
         if status == "canceled":
             raise BackendError("upstream_error", "the remote canceled the job")
@@ -178,6 +178,7 @@ class QueueBackend:
         output = {k: v for k, v in document.items() if k not in ENVELOPE and k != "usage"}
         usage = document.get("usage") if isinstance(document.get("usage"), dict) else {}
         usage = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+        usage |= _media_usage(self.modality, output, params or {})
         return Result(output=output, usage=usage)
 
     def _cancel_remote(self, client: httpx.Client, request_id: str) -> None:
@@ -210,6 +211,34 @@ class QueueBackend:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _media_usage(modality: str, output: dict[str, Any], params: dict[str, Any]) -> dict:
+    """What a media job is billed for, from the remote's output: a Playground's status document
+    carries `usage` for text and embedding jobs only. The runner caps the charge at the hold."""
+    if modality == "image":
+        images = output.get("images")
+        return {"images": len(images) if isinstance(images, list) else 0}
+    if modality == "video":
+        video = output.get("video") if isinstance(output.get("video"), dict) else {}
+        seconds = _number(video.get("duration"))
+        if seconds is None:
+            frames = _number(video.get("num_frames", params.get("num_frames")))
+            fps = _number(video.get("fps", params.get("fps")))
+            seconds = frames / fps if frames is not None and fps else 0
+        return {"seconds": round(seconds, 3)}
+    if modality == "audio":
+        seconds = _number(output.get("duration"))
+        if seconds is None:
+            seconds = _number(params.get("duration")) or 0
+        return {"seconds": round(seconds, 3)}
+    return {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
