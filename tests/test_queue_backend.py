@@ -274,6 +274,7 @@ class FakeRemote:
         fake = self
         self.polls = list(polls)
         self.canceled = threading.Event()
+        self.submitted = []  # the bodies of the submits
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -288,10 +289,11 @@ class FakeRemote:
                 self.wfile.write(data)
 
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.endswith("/cancel"):
                     fake.canceled.set()
                     return self.answer(200, {"status": "canceled"})
+                fake.submitted.append(json.loads(body))
                 self.answer(200, {"request_id": "r1", "status": "pending"})
 
             def do_GET(self):
@@ -418,3 +420,32 @@ def test_remote_media_usage_comes_from_the_output(modality, output, params, usag
     finally:
         remote.close()
     assert result.usage == usage
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_media_input_reaches_the_remote_as_a_data_uri(api, alice_key):
+    import base64
+
+    from tests.test_media_inputs import png
+
+    video = {"url": "https://remote.example/media/v.mp4", "num_frames": 16, "fps": 8}
+    done = {"request_id": "r1", "status": "success", "cost": "0", "video": video}
+    fake = FakeRemote([(200, done)])
+    picture = png()
+    try:
+        call_command(
+            "models", "add-remote", "far-video", "--base-url", fake.base_url,
+            "--modality", "video", "--per-second", "0.1",
+        )  # fmt: skip
+        uri = "data:image/png;base64," + base64.b64encode(picture).decode()
+        body = {"model": "far-video", "prompt": "waves", "image": uri, "wait_for_result": True}
+        doc = api.post("/v1/generate-video", body, key=alice_key).json()
+    finally:
+        fake.close()
+    assert doc["status"] == "success", doc
+    (sent,) = fake.submitted
+    # Not our stored file's ref (meaningless there): the picture itself.
+    assert sent["image"].startswith("data:image/png;base64,")
+    assert base64.b64decode(sent["image"].split(",", 1)[1]) == picture
+    assert sent["model"] == "far-video" and sent["prompt"] == "waves"
+    assert Decimal(doc["cost"]) == Decimal("0.2")

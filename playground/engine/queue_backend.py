@@ -8,6 +8,7 @@ here (or past its time limit) is canceled there with `POST {base}/requests/{id}/
 Remote failures map onto this Playground's error codes.
 """
 
+import base64
 import os
 import time
 import uuid
@@ -91,6 +92,7 @@ class QueueBackend:
     def _submit(self, client: httpx.Client, params: dict[str, Any], emit: Emitter) -> str:
         # Unset parameters are left out: the remote applies its own defaults.
         body = {k: v for k, v in params.items() if v is not None} | {"model": self.model}
+        body |= self._media_inputs(params)
         # One key for every attempt: a retried submit that had reached the remote gives the
         # same remote job, never a second one.
         headers = {"Idempotency-Key": f"pg-{uuid.uuid4()}"}
@@ -116,6 +118,33 @@ class QueueBackend:
         suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
         code = "upstream_timeout" if "timed out" in last.message else "upstream_error"
         raise BackendError(code, self._clean(last.message + suffix))
+
+    def _media_inputs(self, params: dict[str, Any]) -> dict[str, str]:
+        """Media inputs as `data:` URIs: the params hold refs of files stored here, which
+        mean nothing to the remote (and links to them expire, or are not reachable there)."""
+        from .. import inputs, media
+        from ..schemas import params_class
+
+        try:
+            fields = inputs.media_fields(params_class(self.modality, 1))
+        except ValueError:
+            return {}
+        sent = {}
+        for name in fields:
+            value = params.get(name)
+            if not isinstance(value, str) or value.startswith("data:"):
+                continue
+            stored = media.file_for_ref(value)
+            try:
+                if stored is None:
+                    raise FileNotFoundError(value)
+                data = base64.b64encode(media.read_file(stored)).decode("ascii")
+            except FileNotFoundError:
+                raise BackendError(
+                    "invalid_input", f"{name}: the input file is no longer available."
+                ) from None
+            sent[name] = f"data:{stored.content_type};base64,{data}"
+        return sent
 
     def _follow(self, client: httpx.Client, request_id: str, emit: Emitter) -> dict[str, Any]:
         url = f"{self.base_url}/requests/{request_id}"
