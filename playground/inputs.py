@@ -147,10 +147,30 @@ def host_allowed(host: str) -> bool:
     return False
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the low 32 bits are IPv4
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use: IPv4 anywhere in it
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def is_public_address(address: str) -> bool:
+    """Whether `address` is public, counting the IPv4 address an IPv6 one carries (mapped,
+    IPv4-compatible, 6to4, Teredo, NAT64): Python's is_global passes 64:ff9b::7f00:1, which a
+    NAT64 gateway sends to 127.0.0.1. Used by media input fetches and webhook deliveries."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL:
+            return False
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if ip in NAT64 or ip in IPV4_COMPATIBLE:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(v4 is not None and not _public_ip(v4) for v4 in embedded):
+            return False
+        if ip.ipv4_mapped is not None:
+            return True  # judged by its IPv4 address alone
+    return _public_ip(ip)
+
+
+def _public_ip(ip) -> bool:
     return ip.is_global and not ip.is_multicast
 
 

@@ -9,7 +9,6 @@ every attempt. docs/webhooks.md is the user's side of it.
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -24,6 +23,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from .errors import ApiError
+from .inputs import is_public_address
 from .models import Job, WebhookDelivery, WebhookSecret
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,6 @@ STATE_TTL = 3600
 
 def _allowed_host(host: str) -> bool:
     return host.lower().strip("[]") in settings.PLAYGROUND_WEBHOOK_ALLOW_HOSTS
-
-
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def check_url(url, param: str = "webhook_url") -> str:
@@ -81,7 +74,7 @@ def check_url(url, param: str = "webhook_url") -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise bad(f"the host {host!r} does not resolve.") from None
-    if not infos or not all(_public(info[4][0]) for info in infos):
+    if not infos or not all(is_public_address(info[4][0]) for info in infos):
         raise bad("private, loopback and link-local addresses are not allowed.")
     return url
 
