@@ -204,6 +204,23 @@ def _checked_target(url: str, allowlisted: bool = True) -> tuple[str, str, int, 
     return parts.scheme, host, port, addresses[0]
 
 
+def pinned_request(client: httpx.Client, method: str, url: str, address: str, **kwargs):
+    """A request for `url` that connects to `address` (the one checked), so DNS cannot answer
+    differently the second time; the Host header and TLS (SNI, certificate) use the name.
+
+    Send it with a client of its own (not a shared pool): pooled connections are keyed by the
+    address, and one made for another name would carry that name's TLS session."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    literal = f"[{address}]" if ":" in address else address
+    pinned = f"{parts.scheme}://{literal}:{port}{parts.path or '/'}"
+    if parts.query:
+        pinned += f"?{parts.query}"
+    headers = {"Host": parts.netloc.rpartition("@")[2], **kwargs.pop("headers", {})}
+    extensions = {"sni_hostname": parts.hostname}
+    return client.build_request(method, pinned, headers=headers, extensions=extensions, **kwargs)
+
+
 def fetch(url: str, allowlisted: bool = True) -> bytes:
     """The body at `url`, within PLAYGROUND_MAX_UPLOAD_BYTES and PLAYGROUND_INPUT_FETCH_TIMEOUT.
 
@@ -214,19 +231,8 @@ def fetch(url: str, allowlisted: bool = True) -> bytes:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            scheme, host, port, address = _checked_target(url, allowlisted)
-            parts = urlsplit(url)
-            literal = f"[{address}]" if ":" in address else address
-            pinned = f"{scheme}://{literal}:{port}{parts.path or '/'}"
-            if parts.query:
-                pinned += f"?{parts.query}"
-            # Connect to the checked address; Host and TLS (SNI, certificate) use the name.
-            request = client.build_request(
-                "GET",
-                pinned,
-                headers={"Host": parts.netloc, "Accept": "image/*"},
-                extensions={"sni_hostname": host},
-            )
+            _, host, _, address = _checked_target(url, allowlisted)
+            request = pinned_request(client, "GET", url, address, headers={"Accept": "image/*"})
             try:
                 response = client.send(request, stream=True)
             except httpx.HTTPError:

@@ -425,3 +425,32 @@ def test_ipv6_forms_of_public_ipv4_addresses_are_public(address):
     from playground.inputs import is_public_address
 
     assert is_public_address(address)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delivery_connects_to_the_address_that_was_checked(api, alice_key, monkeypatch, no_engine):
+    fake_dns(monkeypatch, "93.184.216.34")
+    body = {"model": MODEL, "prompt": "x", "webhook_url": "https://hooks.example.com:8443/in?a=1"}
+    job = Job.objects.get(
+        request_id=api.post("/v1/generate-text", body, key=alice_key).json()["request_id"]
+    )
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])  # the name rebinds after the check
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in next(answers)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    sent = []
+
+    def send(client, request, **kwargs):
+        sent.append((client, request))
+        return httpx.Response(204, request=request)
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    webhooks.deliver(job.pk, "completed", "msg_pinned")
+    [(client, request)] = sent
+    assert str(request.url) == "https://93.184.216.34:8443/in?a=1"
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    assert not client.trust_env  # no proxy from the environment either
+    assert job.webhook_deliveries.get().status_code == 204
