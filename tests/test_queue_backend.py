@@ -275,6 +275,7 @@ class FakeRemote:
         self.polls = list(polls)
         self.canceled = threading.Event()
         self.submitted = []  # the bodies of the submits
+        self.uploads = []  # the (multipart) bodies of file uploads
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -293,6 +294,9 @@ class FakeRemote:
                 if self.path.endswith("/cancel"):
                     fake.canceled.set()
                     return self.answer(200, {"status": "canceled"})
+                if self.path.endswith("/files"):
+                    fake.uploads.append(body)
+                    return self.answer(200, {"id": "f1", "object": "file"})
                 fake.submitted.append(json.loads(body))
                 self.answer(200, {"request_id": "r1", "status": "pending"})
 
@@ -449,3 +453,50 @@ def test_a_media_input_reaches_the_remote_as_a_data_uri(api, alice_key):
     assert base64.b64decode(sent["image"].split(",", 1)[1]) == picture
     assert sent["model"] == "far-video" and sent["prompt"] == "waves"
     assert Decimal(doc["cost"]) == Decimal("0.2")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_media_input_is_uploaded_to_the_remote_and_sent_by_id(api, alice_key, monkeypatch):
+    import base64
+
+    from tests.test_media_inputs import png
+
+    monkeypatch.setattr(queue_backend, "INLINE_INPUT_BYTES", 10)
+    video = {"url": "https://remote.example/media/v.mp4", "num_frames": 16, "fps": 8}
+    done = {"request_id": "r1", "status": "success", "cost": "0", "video": video}
+    fake = FakeRemote([(200, done)])
+    picture = png()
+    try:
+        call_command("models", "add-remote", "far-video", "--base-url", fake.base_url,
+                     "--modality", "video")  # fmt: skip
+        uri = "data:image/png;base64," + base64.b64encode(picture).decode()
+        body = {"model": "far-video", "prompt": "waves", "image": uri, "wait_for_result": True}
+        doc = api.post("/v1/generate-video", body, key=alice_key).json()
+    finally:
+        fake.close()
+    assert doc["status"] == "success", doc
+    (upload,) = fake.uploads
+    assert picture in upload and b'name="purpose"' in upload
+    assert fake.submitted[0]["image"] == "f1"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("inline_limit", [queue_backend.INLINE_INPUT_BYTES, 10])
+def test_image_to_video_runs_on_a_remote_playground(
+    remote, api, alice_key, monkeypatch, inline_limit
+):
+    import base64
+
+    from tests.test_media_inputs import png
+
+    monkeypatch.setattr(queue_backend, "INLINE_INPUT_BYTES", inline_limit)
+    call_command("models", "add-remote", "far-animate", "--base-url", remote.base_url + "/v1",
+                 "--upstream-model", "animate-video", "--api-key-env", KEY_ENV,
+                 "--modality", "video", "--per-second", "0.1")  # fmt: skip
+    uri = "data:image/png;base64," + base64.b64encode(png()).decode()
+    body = {"model": "far-animate", "prompt": "zoom", "image": uri, "num_frames": 8, "fps": 8}
+    doc = api.post("/v1/generate-video", {**body, "wait_for_result": True}, key=alice_key).json()
+    assert doc["status"] == "success", doc
+    there = newest_remote_job(remote)
+    assert there["model"] == "animate-video" and there["status"] == "success"
+    assert Decimal(doc["cost"]) == Decimal("0.1")  # 8 frames at 8 fps: 1 s

@@ -30,6 +30,9 @@ ENVELOPE = frozenset(
 )
 # Remote error codes that mean the same here; anything else is the remote's failure.
 PASSED_CODES = frozenset({"upstream_timeout", "time_limit"})
+# Media inputs up to this size go inline as data: URIs (a third larger in base64, well under a
+# Playground's 1 MiB JSON body limit); larger ones are uploaded to the remote first.
+INLINE_INPUT_BYTES = 512 * 1024
 TERMINAL = frozenset({"success", "complete", "failed", "canceled"})
 
 
@@ -92,7 +95,7 @@ class QueueBackend:
     def _submit(self, client: httpx.Client, params: dict[str, Any], emit: Emitter) -> str:
         # Unset parameters are left out: the remote applies its own defaults.
         body = {k: v for k, v in params.items() if v is not None} | {"model": self.model}
-        body |= self._media_inputs(params)
+        body |= self._media_inputs(client, params)
         # One key for every attempt: a retried submit that had reached the remote gives the
         # same remote job, never a second one.
         headers = {"Idempotency-Key": f"pg-{uuid.uuid4()}"}
@@ -119,9 +122,10 @@ class QueueBackend:
         code = "upstream_timeout" if "timed out" in last.message else "upstream_error"
         raise BackendError(code, self._clean(last.message + suffix))
 
-    def _media_inputs(self, params: dict[str, Any]) -> dict[str, str]:
-        """Media inputs as `data:` URIs: the params hold refs of files stored here, which
-        mean nothing to the remote (and links to them expire, or are not reachable there)."""
+    def _media_inputs(self, client: httpx.Client, params: dict[str, Any]) -> dict[str, str]:
+        """Media inputs as the remote takes them: the params hold refs of files stored here,
+        which mean nothing there. A small file goes as a `data:` URI; a larger one would not
+        fit the remote's JSON body limit, so it is uploaded there (POST /files) and sent by id."""
         from .. import inputs, media
         from ..schemas import params_class
 
@@ -138,13 +142,30 @@ class QueueBackend:
             try:
                 if stored is None:
                     raise FileNotFoundError(value)
-                data = base64.b64encode(media.read_file(stored)).decode("ascii")
+                data = media.read_file(stored)
             except FileNotFoundError:
                 raise BackendError(
                     "invalid_input", f"{name}: the input file is no longer available."
                 ) from None
-            sent[name] = f"data:{stored.content_type};base64,{data}"
+            if len(data) <= INLINE_INPUT_BYTES:
+                encoded = base64.b64encode(data).decode("ascii")
+                sent[name] = f"data:{stored.content_type};base64,{encoded}"
+            else:
+                sent[name] = self._upload(client, stored.filename, stored.content_type, data)
         return sent
+
+    def _upload(self, client: httpx.Client, filename: str, content_type: str, data: bytes) -> str:
+        files = {"file": (filename, data, content_type)}
+        try:
+            response = self._request(
+                client, "POST", f"{self.base_url}/files", files=files, data={"purpose": "input"}
+            )
+        except _Transient as exc:
+            raise BackendError("upstream_error", self._clean(exc.message)) from None
+        file_id = _json(response).get("id")
+        if not isinstance(file_id, str) or not file_id:
+            raise BackendError("upstream_error", "the remote sent no file id for an input")
+        return file_id
 
     def _follow(self, client: httpx.Client, request_id: str, emit: Emitter) -> dict[str, Any]:
         url = f"{self.base_url}/requests/{request_id}"
