@@ -147,10 +147,30 @@ def host_allowed(host: str) -> bool:
     return False
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the low 32 bits are IPv4
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use: IPv4 anywhere in it
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def is_public_address(address: str) -> bool:
+    """Whether `address` is public, counting the IPv4 address an IPv6 one carries (mapped,
+    IPv4-compatible, 6to4, Teredo, NAT64): Python's is_global passes 64:ff9b::7f00:1, which a
+    NAT64 gateway sends to 127.0.0.1. Used by media input fetches and webhook deliveries."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL:
+            return False
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if ip in NAT64 or ip in IPV4_COMPATIBLE:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(v4 is not None and not _public_ip(v4) for v4 in embedded):
+            return False
+        if ip.ipv4_mapped is not None:
+            return True  # judged by its IPv4 address alone
+    return _public_ip(ip)
+
+
+def _public_ip(ip) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
@@ -184,6 +204,23 @@ def _checked_target(url: str, allowlisted: bool = True) -> tuple[str, str, int, 
     return parts.scheme, host, port, addresses[0]
 
 
+def pinned_request(client: httpx.Client, method: str, url: str, address: str, **kwargs):
+    """A request for `url` that connects to `address` (the one checked), so DNS cannot answer
+    differently the second time; the Host header and TLS (SNI, certificate) use the name.
+
+    Send it with a client of its own (not a shared pool): pooled connections are keyed by the
+    address, and one made for another name would carry that name's TLS session."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    literal = f"[{address}]" if ":" in address else address
+    pinned = f"{parts.scheme}://{literal}:{port}{parts.path or '/'}"
+    if parts.query:
+        pinned += f"?{parts.query}"
+    headers = {"Host": parts.netloc.rpartition("@")[2], **kwargs.pop("headers", {})}
+    extensions = {"sni_hostname": parts.hostname}
+    return client.build_request(method, pinned, headers=headers, extensions=extensions, **kwargs)
+
+
 def fetch(url: str, allowlisted: bool = True) -> bytes:
     """The body at `url`, within PLAYGROUND_MAX_UPLOAD_BYTES and PLAYGROUND_INPUT_FETCH_TIMEOUT.
 
@@ -194,19 +231,8 @@ def fetch(url: str, allowlisted: bool = True) -> bytes:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            scheme, host, port, address = _checked_target(url, allowlisted)
-            parts = urlsplit(url)
-            literal = f"[{address}]" if ":" in address else address
-            pinned = f"{scheme}://{literal}:{port}{parts.path or '/'}"
-            if parts.query:
-                pinned += f"?{parts.query}"
-            # Connect to the checked address; Host and TLS (SNI, certificate) use the name.
-            request = client.build_request(
-                "GET",
-                pinned,
-                headers={"Host": parts.netloc, "Accept": "image/*"},
-                extensions={"sni_hostname": host},
-            )
+            _, host, _, address = _checked_target(url, allowlisted)
+            request = pinned_request(client, "GET", url, address, headers={"Accept": "image/*"})
             try:
                 response = client.send(request, stream=True)
             except httpx.HTTPError:

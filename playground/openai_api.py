@@ -26,6 +26,9 @@ from .models import Job
 # OpenAI parameters accepted and ignored: they do not change what our models do.
 IGNORED = {"user", "presence_penalty", "frequency_penalty", "logprobs", "store", "metadata"}
 _running: set = set()  # inline jobs started by streams
+# How much longer than PLAYGROUND_UPSTREAM_TIMEOUT a request waits for its job's result.
+WAIT_MARGIN = 60
+TIMED_OUT = "The model did not finish in time. Nothing was charged."
 STATUS_FOR_CODE = {"upstream_error": 502, "upstream_timeout": 504, "engine_unavailable": 503}
 
 
@@ -81,7 +84,16 @@ def _usage(job: Job) -> dict:
     return {**usage, "cost": ledger.fmt(job.cost or 0)}
 
 
+def _wait_limit() -> float:
+    return settings.PLAYGROUND_UPSTREAM_TIMEOUT + WAIT_MARGIN
+
+
 def _raise_if_failed(job: Job) -> None:
+    if not job.is_terminal:
+        # Gave up waiting: the job stops, so nobody is charged for output nobody received.
+        job = jobs.cancel_job(job)
+        if not job.is_terminal or job.status == Job.CANCELED:
+            raise ApiError(504, "upstream_timeout", TIMED_OUT)
     if job.status == Job.FAILED:
         status = STATUS_FOR_CODE.get(job.error_code, 500)
         raise ApiError(status, job.error_code or "internal_error", job.error_message)
@@ -129,7 +141,7 @@ def _sse(payload) -> bytes:
 
 async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = False):
     """Relay the job's events as SSE; a client that goes away cancels the job."""
-    finished = False
+    finished = timed_out = False
     delivered = 0  # completion tokens sent to the client
     try:
         async with events.JobListener(job.request_id) as listener:
@@ -143,7 +155,7 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
                 _running.add(task)  # the loop keeps only weak references to tasks
                 task.add_done_callback(_running.discard)
             yield _sse(_chunk(job, chat, text, None, first=True))
-            deadline = time.monotonic() + settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60
+            deadline = time.monotonic() + _wait_limit()
             while not job.is_terminal and time.monotonic() < deadline:
                 message = await listener.next(min(deadline - time.monotonic(), 5.0))
                 if message is None:  # quiet for a while: look at the database
@@ -158,6 +170,10 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
                     delivered += 1
                 elif payload.get("type") == "result":
                     job = await sync_to_async(_reload)(job)
+        if not job.is_terminal:
+            # Out of time: stop the job, charging only what this stream delivered (§8).
+            job = await sync_to_async(_cancel)(job, delivered)
+            timed_out = job.status == Job.CANCELED
         if job.status == Job.SUCCESS:
             finish = job.output.get("finish_reason", "stop")
             yield _sse(_chunk(job, chat, None, finish))
@@ -165,6 +181,10 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
                 last = _chunk(job, chat, None, None)
                 last["choices"], last["usage"] = [], _usage(job)
                 yield _sse(last)
+        elif timed_out:
+            message = "The model did not finish in time."
+            error = {"code": "upstream_timeout", "message": message}
+            yield _sse({"error": {**error, "type": "api_error", "param": None}})
         else:
             error = {"code": job.error_code or job.status, "message": job.error_message}
             yield _sse({"error": {**error, "type": "api_error", "param": None}})
@@ -198,7 +218,7 @@ def _reload(job: Job) -> Job:
     return job
 
 
-def _cancel(job: Job, delivered_tokens: int) -> None:
+def _cancel(job: Job, delivered_tokens: int) -> Job:
     usage = None
     if delivered_tokens and job.model is not None:
         prompt = registry.prompt_tokens_estimate(job.model, job.params)
@@ -207,7 +227,7 @@ def _cancel(job: Job, delivered_tokens: int) -> None:
             "completion_tokens": delivered_tokens,
             "total_tokens": prompt + delivered_tokens,
         }
-    jobs.cancel_job(job, delivered=usage)
+    return jobs.cancel_job(job, delivered=usage)
 
 
 def _view(chat: bool):
@@ -224,7 +244,7 @@ def _view(chat: bool):
             response["X-Accel-Buffering"] = "no"
             return response
         if not job.is_terminal:
-            job, _ = await wait_until_done(job, settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60)
+            job, _ = await wait_until_done(job, _wait_limit())
         await sync_to_async(_raise_if_failed)(job)
         return JsonResponse(_completion(job, chat))
 
@@ -289,6 +309,6 @@ def _embeddings_document(job: Job) -> dict:
 async def embeddings(request):
     data = parse_body(request)
     job = await sync_to_async(_submit_embeddings)(request.api_key, data)
-    job, _ = await wait_until_done(job, settings.PLAYGROUND_UPSTREAM_TIMEOUT + 60)
+    job, _ = await wait_until_done(job, _wait_limit())
     await sync_to_async(_raise_if_failed)(job)
     return JsonResponse(_embeddings_document(job))

@@ -329,3 +329,24 @@ def test_a_refused_submit_keeps_no_input_file(api, alice_key, alice, settings, m
         assert not media.storage().exists(name)
     assert media.storage().exists(stored_names[0]) and media.storage().exists(own.name)
     assert Job.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1 (is_global in Python 3.11)
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+    ],
+)
+def test_ipv6_forms_of_private_ipv4_addresses_are_refused(
+    api, alice_key, net, guard, settings, monkeypatch, address
+):
+    monkeypatch.setitem(FAKE_DNS, "nat.test", [address])
+    allowlist = [*settings.PLAYGROUND_INPUT_URL_ALLOWLIST, "nat.test", address]
+    settings.PLAYGROUND_INPUT_URL_ALLOWLIST = allowlist
+    for url in ("https://nat.test/cat.png", f"https://[{address}]/cat.png"):
+        assert_refused(submit(api, alice_key, url), "private or local address")
+    assert guard == [] and net["hits"] == []

@@ -237,3 +237,107 @@ def test_upstream_embeddings_model(site, client):
         assert fake.requests[-1].json["model"] == "text-embedding-3-small"
     finally:
         fake.close()
+
+
+def post(path, body, key):
+    """In this process (the module's `client` is the SDK's, so no `api` fixture here)."""
+    import json
+
+    from django.test import Client
+
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    return Client().post(path, json.dumps(body), content_type="application/json", **headers)
+
+
+async def _read(content) -> bytes:
+    return b"".join([part async for part in content])
+
+
+@pytest.fixture
+def short_wait(settings, monkeypatch):
+    """The OpenAI endpoints give up waiting for a job after 1 s."""
+    from playground import openai_api
+
+    settings.PLAYGROUND_UPSTREAM_TIMEOUT = 1
+    monkeypatch.setattr(openai_api, "WAIT_MARGIN", 0)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_out_of_time_cancels_its_job_and_charges_what_was_sent(
+    alice_key, alice_with_credits, short_wait, monkeypatch
+):
+    import json
+    import threading
+
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+    from django.test import AsyncClient
+
+    from billing import ledger
+    from playground.engine import registry, runner
+    from playground.models import AIModel, Job
+
+    def work(job_id):
+        try:
+            runner.run_job(job_id)
+        finally:
+            connection.close()
+
+    workers = []
+
+    def enqueue(job):  # as a worker would: apart (tests run jobs eagerly, inside the submit)
+        workers.append(threading.Thread(target=work, args=[job.pk]))
+        workers[-1].start()
+
+    monkeypatch.setattr(registry, "enqueue", enqueue)
+    await AIModel.objects.acreate(
+        slug="slow-trigram", name="slow", modality="text", backend="trigram",
+        config={"token_delay": 0.05}, per_1k_input=Decimal(1), per_1k_output=Decimal(1),
+    )  # fmt: skip
+    body = {"model": "slow-trigram", "prompt": "The class", "max_tokens": 200, "stream": True}
+    response = await AsyncClient().post(
+        "/v1/completions", body, content_type="application/json",
+        headers={"Authorization": f"Bearer {alice_key}"},
+    )  # fmt: skip  # 10 s of tokens
+    events = (await _read(response.streaming_content)).decode().split("\n\n")
+    chunks = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
+    assert events[-2] == "data: [DONE]"
+    assert chunks[-1].get("error", {}).get("code") == "upstream_timeout", chunks[-1]
+    sent = sum(1 for c in chunks[1:-1] if c["choices"][0]["text"])
+    assert sent < 200
+    await sync_to_async(workers[0].join)(5)
+    job = await Job.objects.aget()
+    assert job.status == Job.CANCELED
+    # What the stream delivered is charged (CONTRACT §8), the rest of the 200 tokens is not.
+    assert job.usage.get("completion_tokens", 0) == sent
+    prompt = job.usage.get("prompt_tokens", 0)
+    assert job.cost == (Decimal(prompt + sent) / 1000 if sent else 0)
+    balance = (await sync_to_async(ledger.balances)(alice_with_credits))[0]
+    assert balance == Decimal(10) - job.cost
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/completions", {"prompt": "The class"}),
+        ("/v1/embeddings", {"model": "hash-embed", "input": "a cat"}),
+    ],
+)
+def test_a_job_still_waiting_at_the_deadline_is_canceled_and_504(
+    alice_key, alice_with_credits, short_wait, monkeypatch, path, body
+):
+    from billing import ledger
+    from playground.engine import registry
+    from playground.models import Job
+
+    monkeypatch.setattr(registry, "enqueue", lambda job: None)  # it never starts
+    response = post(path, {"model": MODEL, **body}, alice_key)
+    assert response.status_code == 504, response.content
+    error = response.json()["error"]
+    assert error["code"] == "upstream_timeout" and error["type"] and "param" in error
+    job = Job.objects.get()
+    # Nobody will receive its output: it must not run (and be charged) later.
+    assert job.status == Job.CANCELED and job.cost == 0 and not job.hold_open
+    assert ledger.balances(alice_with_credits)[0] == Decimal(10)

@@ -274,6 +274,8 @@ class FakeRemote:
         fake = self
         self.polls = list(polls)
         self.canceled = threading.Event()
+        self.submitted = []  # the bodies of the submits
+        self.uploads = []  # the (multipart) bodies of file uploads
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -288,10 +290,14 @@ class FakeRemote:
                 self.wfile.write(data)
 
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.endswith("/cancel"):
                     fake.canceled.set()
                     return self.answer(200, {"status": "canceled"})
+                if self.path.endswith("/files"):
+                    fake.uploads.append(body)
+                    return self.answer(200, {"id": "f1", "object": "file"})
+                fake.submitted.append(json.loads(body))
                 self.answer(200, {"request_id": "r1", "status": "pending"})
 
             def do_GET(self):
@@ -377,3 +383,120 @@ def test_remote_failures_map_to_our_codes(answer, code):
     finally:
         remote.close()
     assert info.value.code == code
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remote_image_model_is_charged_per_image_it_made(api, alice_key, alice_with_credits):
+    image = {"url": "https://remote.example/media/x.png", "width": 64, "height": 64}
+    done = {"request_id": "r1", "status": "success", "cost": "1", "images": [image, image]}
+    fake = FakeRemote([(200, done)])
+    try:
+        call_command(
+            "models", "add-remote", "far-images", "--base-url", fake.base_url,
+            "--modality", "image", "--per-image", "0.5",
+        )  # fmt: skip
+        body = {"model": "far-images", "prompt": "a cat", "num_images": 3}
+        doc = api.post("/v1/generate-image", {**body, "wait_for_result": True}, key=alice_key)
+        doc = doc.json()
+    finally:
+        fake.close()
+    # A Playground's status document has no usage for images: the two made are billed.
+    assert doc["status"] == "success" and len(doc["images"]) == 2, doc
+    assert Decimal(doc["cost"]) == Decimal("1.0")
+    assert ledger.balances(alice_with_credits)[0] == Decimal(9)
+
+
+@pytest.mark.parametrize(
+    "modality,output,params,usage",
+    [
+        ("image", {"images": [{"url": "u"}] * 3}, {}, {"images": 3}),
+        ("video", {"video": {"url": "u", "duration": 2.5}}, {}, {"seconds": 2.5}),
+        ("video", {"video": {"url": "u"}}, {"num_frames": 24, "fps": 8}, {"seconds": 3}),
+        ("audio", {"audio_url": "u", "duration": 4.2}, {"duration": 5}, {"seconds": 4.2}),
+        ("audio", {"audio_url": "u"}, {"duration": 5}, {"seconds": 5}),
+    ],
+)
+def test_remote_media_usage_comes_from_the_output(modality, output, params, usage):
+    done = {"request_id": "r1", "status": "success", "cost": "0"} | output
+    remote, adapter = scripted([(200, done)], modality=modality)
+    try:
+        result = adapter.run({"prompt": "a cat"} | params, Recorder())
+    finally:
+        remote.close()
+    assert result.usage == usage
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_media_input_reaches_the_remote_as_a_data_uri(api, alice_key):
+    import base64
+
+    from tests.test_media_inputs import png
+
+    video = {"url": "https://remote.example/media/v.mp4", "num_frames": 16, "fps": 8}
+    done = {"request_id": "r1", "status": "success", "cost": "0", "video": video}
+    fake = FakeRemote([(200, done)])
+    picture = png()
+    try:
+        call_command(
+            "models", "add-remote", "far-video", "--base-url", fake.base_url,
+            "--modality", "video", "--per-second", "0.1",
+        )  # fmt: skip
+        uri = "data:image/png;base64," + base64.b64encode(picture).decode()
+        body = {"model": "far-video", "prompt": "waves", "image": uri, "wait_for_result": True}
+        doc = api.post("/v1/generate-video", body, key=alice_key).json()
+    finally:
+        fake.close()
+    assert doc["status"] == "success", doc
+    (sent,) = fake.submitted
+    # Not our stored file's ref (meaningless there): the picture itself.
+    assert sent["image"].startswith("data:image/png;base64,")
+    assert base64.b64decode(sent["image"].split(",", 1)[1]) == picture
+    assert sent["model"] == "far-video" and sent["prompt"] == "waves"
+    assert Decimal(doc["cost"]) == Decimal("0.2")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_media_input_is_uploaded_to_the_remote_and_sent_by_id(api, alice_key, monkeypatch):
+    import base64
+
+    from tests.test_media_inputs import png
+
+    monkeypatch.setattr(queue_backend, "INLINE_INPUT_BYTES", 10)
+    video = {"url": "https://remote.example/media/v.mp4", "num_frames": 16, "fps": 8}
+    done = {"request_id": "r1", "status": "success", "cost": "0", "video": video}
+    fake = FakeRemote([(200, done)])
+    picture = png()
+    try:
+        call_command("models", "add-remote", "far-video", "--base-url", fake.base_url,
+                     "--modality", "video")  # fmt: skip
+        uri = "data:image/png;base64," + base64.b64encode(picture).decode()
+        body = {"model": "far-video", "prompt": "waves", "image": uri, "wait_for_result": True}
+        doc = api.post("/v1/generate-video", body, key=alice_key).json()
+    finally:
+        fake.close()
+    assert doc["status"] == "success", doc
+    (upload,) = fake.uploads
+    assert picture in upload and b'name="purpose"' in upload
+    assert fake.submitted[0]["image"] == "f1"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("inline_limit", [queue_backend.INLINE_INPUT_BYTES, 10])
+def test_image_to_video_runs_on_a_remote_playground(
+    remote, api, alice_key, monkeypatch, inline_limit
+):
+    import base64
+
+    from tests.test_media_inputs import png
+
+    monkeypatch.setattr(queue_backend, "INLINE_INPUT_BYTES", inline_limit)
+    call_command("models", "add-remote", "far-animate", "--base-url", remote.base_url + "/v1",
+                 "--upstream-model", "animate-video", "--api-key-env", KEY_ENV,
+                 "--modality", "video", "--per-second", "0.1")  # fmt: skip
+    uri = "data:image/png;base64," + base64.b64encode(png()).decode()
+    body = {"model": "far-animate", "prompt": "zoom", "image": uri, "num_frames": 8, "fps": 8}
+    doc = api.post("/v1/generate-video", {**body, "wait_for_result": True}, key=alice_key).json()
+    assert doc["status"] == "success", doc
+    there = newest_remote_job(remote)
+    assert there["model"] == "animate-video" and there["status"] == "success"
+    assert Decimal(doc["cost"]) == Decimal("0.1")  # 8 frames at 8 fps: 1 s

@@ -392,3 +392,65 @@ def test_cancel_sends_completed_with_status_canceled(api, alice_key, settings, r
     assert payload["type"] == "completed" and payload["data"]["status"] == "canceled"
     secret = api.get("/v1/webhooks/secret", key=alice_key).json()["secret"]
     assert webhooks.verify(secret, delivery["headers"], delivery["body"])
+
+
+# IPv6 addresses that carry a private IPv4 one, which Python's is_global passes (3.11).
+EMBEDDED_PRIVATE_IPV4 = [
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "64:ff9b:1::a00:1",  # local-use NAT64
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "::7f00:1",  # IPv4-compatible 127.0.0.1
+    "::a00:7",  # IPv4-compatible 10.0.0.7
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("address", EMBEDDED_PRIVATE_IPV4)
+def test_ipv6_forms_of_private_ipv4_addresses_are_refused(
+    api, alice_key, monkeypatch, no_engine, address
+):
+    for url in (f"https://[{address}]/hook", "https://hooks.example.com/in"):
+        fake_dns(monkeypatch, address)
+        body = {"model": MODEL, "prompt": "x", "webhook_url": url}
+        response = api.post("/v1/generate-text", body, key=alice_key)
+        assert response.status_code == 400, (url, response.content)
+        assert response.json()["error"]["param"] == "webhook_url"
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"])
+def test_ipv6_forms_of_public_ipv4_addresses_are_public(address):
+    from playground.inputs import is_public_address
+
+    assert is_public_address(address)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delivery_connects_to_the_address_that_was_checked(api, alice_key, monkeypatch, no_engine):
+    fake_dns(monkeypatch, "93.184.216.34")
+    body = {"model": MODEL, "prompt": "x", "webhook_url": "https://hooks.example.com:8443/in?a=1"}
+    job = Job.objects.get(
+        request_id=api.post("/v1/generate-text", body, key=alice_key).json()["request_id"]
+    )
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])  # the name rebinds after the check
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in next(answers)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    sent = []
+
+    def send(client, request, **kwargs):
+        sent.append((client, request))
+        return httpx.Response(204, request=request)
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    webhooks.deliver(job.pk, "completed", "msg_pinned")
+    [(client, request)] = sent
+    assert str(request.url) == "https://93.184.216.34:8443/in?a=1"
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    assert not client.trust_env  # no proxy from the environment either
+    assert job.webhook_deliveries.get().status_code == 204

@@ -8,6 +8,7 @@ here (or past its time limit) is canceled there with `POST {base}/requests/{id}/
 Remote failures map onto this Playground's error codes.
 """
 
+import base64
 import os
 import time
 import uuid
@@ -29,6 +30,9 @@ ENVELOPE = frozenset(
 )
 # Remote error codes that mean the same here; anything else is the remote's failure.
 PASSED_CODES = frozenset({"upstream_timeout", "time_limit"})
+# Media inputs up to this size go inline as data: URIs (a third larger in base64, well under a
+# Playground's 1 MiB JSON body limit); larger ones are uploaded to the remote first.
+INLINE_INPUT_BYTES = 512 * 1024
 TERMINAL = frozenset({"success", "complete", "failed", "canceled"})
 
 
@@ -75,7 +79,7 @@ class QueueBackend:
                 # remote: it must not keep working (and charging) for nobody.
                 self._cancel_remote(client, request_id)
                 raise
-        return self._result(document)
+        return self._result(document, params)
 
     def _api_key(self) -> str | None:
         # Read when calling, never kept: rotating the variable needs no restart.
@@ -91,6 +95,7 @@ class QueueBackend:
     def _submit(self, client: httpx.Client, params: dict[str, Any], emit: Emitter) -> str:
         # Unset parameters are left out: the remote applies its own defaults.
         body = {k: v for k, v in params.items() if v is not None} | {"model": self.model}
+        body |= self._media_inputs(client, params)
         # One key for every attempt: a retried submit that had reached the remote gives the
         # same remote job, never a second one.
         headers = {"Idempotency-Key": f"pg-{uuid.uuid4()}"}
@@ -116,6 +121,51 @@ class QueueBackend:
         suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
         code = "upstream_timeout" if "timed out" in last.message else "upstream_error"
         raise BackendError(code, self._clean(last.message + suffix))
+
+    def _media_inputs(self, client: httpx.Client, params: dict[str, Any]) -> dict[str, str]:
+        """Media inputs as the remote takes them: the params hold refs of files stored here,
+        which mean nothing there. A small file goes as a `data:` URI; a larger one would not
+        fit the remote's JSON body limit, so it is uploaded there (POST /files) and sent by id."""
+        from .. import inputs, media
+        from ..schemas import params_class
+
+        try:
+            fields = inputs.media_fields(params_class(self.modality, 1))
+        except ValueError:
+            return {}
+        sent = {}
+        for name in fields:
+            value = params.get(name)
+            if not isinstance(value, str) or value.startswith("data:"):
+                continue
+            stored = media.file_for_ref(value)
+            try:
+                if stored is None:
+                    raise FileNotFoundError(value)
+                data = media.read_file(stored)
+            except FileNotFoundError:
+                raise BackendError(
+                    "invalid_input", f"{name}: the input file is no longer available."
+                ) from None
+            if len(data) <= INLINE_INPUT_BYTES:
+                encoded = base64.b64encode(data).decode("ascii")
+                sent[name] = f"data:{stored.content_type};base64,{encoded}"
+            else:
+                sent[name] = self._upload(client, stored.filename, stored.content_type, data)
+        return sent
+
+    def _upload(self, client: httpx.Client, filename: str, content_type: str, data: bytes) -> str:
+        files = {"file": (filename, data, content_type)}
+        try:
+            response = self._request(
+                client, "POST", f"{self.base_url}/files", files=files, data={"purpose": "input"}
+            )
+        except _Transient as exc:
+            raise BackendError("upstream_error", self._clean(exc.message)) from None
+        file_id = _json(response).get("id")
+        if not isinstance(file_id, str) or not file_id:
+            raise BackendError("upstream_error", "the remote sent no file id for an input")
+        return file_id
 
     def _follow(self, client: httpx.Client, request_id: str, emit: Emitter) -> dict[str, Any]:
         url = f"{self.base_url}/requests/{request_id}"
@@ -166,7 +216,7 @@ class QueueBackend:
             delay = self.poll_min if changed else min(delay * 1.5, self.poll_max)
             _sleep(delay, emit)
 
-    def _result(self, document: dict[str, Any]) -> Result:
+    def _result(self, document: dict[str, Any], params: dict[str, Any] | None = None) -> Result:
         status = document.get("status")
         if status == "canceled":
             raise BackendError("upstream_error", "the remote canceled the job")
@@ -178,6 +228,7 @@ class QueueBackend:
         output = {k: v for k, v in document.items() if k not in ENVELOPE and k != "usage"}
         usage = document.get("usage") if isinstance(document.get("usage"), dict) else {}
         usage = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+        usage |= _media_usage(self.modality, output, params or {})
         return Result(output=output, usage=usage)
 
     def _cancel_remote(self, client: httpx.Client, request_id: str) -> None:
@@ -210,6 +261,34 @@ class QueueBackend:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _media_usage(modality: str, output: dict[str, Any], params: dict[str, Any]) -> dict:
+    """What a media job is billed for, from the remote's output: a Playground's status document
+    carries `usage` for text and embedding jobs only. The runner caps the charge at the hold."""
+    if modality == "image":
+        images = output.get("images")
+        return {"images": len(images) if isinstance(images, list) else 0}
+    if modality == "video":
+        video = output.get("video") if isinstance(output.get("video"), dict) else {}
+        seconds = _number(video.get("duration"))
+        if seconds is None:
+            frames = _number(video.get("num_frames", params.get("num_frames")))
+            fps = _number(video.get("fps", params.get("fps")))
+            seconds = frames / fps if frames is not None and fps else 0
+        return {"seconds": round(seconds, 3)}
+    if modality == "audio":
+        seconds = _number(output.get("duration"))
+        if seconds is None:
+            seconds = _number(params.get("duration")) or 0
+        return {"seconds": round(seconds, 3)}
+    return {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
