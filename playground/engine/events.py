@@ -84,7 +84,10 @@ class Publisher:
             for group, message, _ in batch:
                 try:
                     await layer.group_send(group, message)
-                except Exception:
+                # CancelledError too: a send handed to another loop (the embedded layer's home
+                # loop) is cancelled when that loop stops; it must not end this thread, or the
+                # process never publishes again.
+                except (Exception, asyncio.CancelledError):
                     log.exception("could not publish an event to %s", group)
             with self.idle:
                 self.pending -= len(batch)
