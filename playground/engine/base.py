@@ -49,3 +49,16 @@ class Backend(Protocol):
     """Constructed with the catalogue entry's `config` dict; `run` gets validated parameters."""
 
     def run(self, params: dict[str, Any], emit: Emitter) -> Result: ...
+
+
+def api_key_from_env(name: str | None) -> str | None:
+    """An upstream's key, read from the named variable when calling and never kept, so rotating
+    the variable needs no restart."""
+    if not name:
+        return None
+    import os
+
+    key = os.environ.get(name)
+    if not key:
+        raise BackendError("upstream_error", f"environment variable {name} is not set")
+    return key

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from playground.engine.base import BackendError, Canceled, Emitter, Result
+from playground.engine.base import BackendError, Canceled, Emitter, Result, api_key_from_env
 
 DEFAULT_TIMEOUT = 60.0
 BACKOFF_BASE = 0.2  # seconds before the first retry; doubled for each further one
@@ -149,15 +149,7 @@ class OpenAIBackend:
             raise
 
     def _api_key(self) -> str | None:
-        # Read at call time and never kept, so rotating the variable needs no restart.
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise BackendError(
-                "upstream_error", f"environment variable {self.api_key_env} is not set"
-            )
-        return key
+        return api_key_from_env(self.api_key_env)
 
     def _client(self, key: str | None, stream: bool) -> "_Session":
         headers = {"Accept": "text/event-stream" if stream else "application/json"}

@@ -9,14 +9,13 @@ Remote failures map onto this Playground's error codes.
 """
 
 import base64
-import os
 import time
 import uuid
 from typing import Any
 
 import httpx
 
-from .base import BackendError, Canceled, Emitter, Result
+from .base import BackendError, Canceled, Emitter, Result, api_key_from_env
 
 # Seconds between polls while the remote job changes. Each poll counts against the remote key's
 # read budget (a Playground's pro tier: 6,000 a minute), so give that key a generous tier.
@@ -82,15 +81,7 @@ class QueueBackend:
         return self._result(document, params)
 
     def _api_key(self) -> str | None:
-        # Read when calling, never kept: rotating the variable needs no restart.
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise BackendError(
-                "upstream_error", f"environment variable {self.api_key_env} is not set"
-            )
-        return key
+        return api_key_from_env(self.api_key_env)
 
     def _submit(self, client: httpx.Client, params: dict[str, Any], emit: Emitter) -> str:
         # Unset parameters are left out: the remote applies its own defaults.

@@ -76,19 +76,7 @@ class Command(BaseCommand):
 
     def add_openai(self, **options):
         slug = options["id"]
-        if slug in BUILTIN_SLUGS:
-            raise CommandError(f"{slug} is a built-in model and cannot be replaced")
-        if not AIModel.slug.field.run_validators or not _is_slug(slug):
-            raise CommandError(f"{slug!r} is not a valid model id (letters, digits, - _ .)")
-        try:
-            URLValidator(schemes=["http", "https"])(options["base_url"])
-        except ValidationError:
-            raise CommandError(
-                f"--base-url {options['base_url']!r} is not an http(s) URL"
-            ) from None
-        env_name = options["api_key_env"]
-        if env_name and not env_name.replace("_", "").isalnum():
-            raise CommandError(f"--api-key-env {env_name!r} is not an environment variable name")
+        env_name = _check_upstream(slug, options)
         prices = {}
         for field in PRICES:
             value = options[field]
@@ -121,19 +109,7 @@ class Command(BaseCommand):
 
     def add_remote(self, **options):
         slug = options["id"]
-        if slug in BUILTIN_SLUGS:
-            raise CommandError(f"{slug} is a built-in model and cannot be replaced")
-        if not _is_slug(slug):
-            raise CommandError(f"{slug!r} is not a valid model id (letters, digits, - _ .)")
-        try:
-            URLValidator(schemes=["http", "https"])(options["base_url"])
-        except ValidationError:
-            raise CommandError(
-                f"--base-url {options['base_url']!r} is not an http(s) URL"
-            ) from None
-        env_name = options["api_key_env"]
-        if env_name and not env_name.replace("_", "").isalnum():
-            raise CommandError(f"--api-key-env {env_name!r} is not an environment variable name")
+        env_name = _check_upstream(slug, options)
         prices = {}
         for field in (*PRICES, "per_second"):
             value = options[field]
@@ -240,6 +216,23 @@ def _engine_fields(options, existing) -> dict:
     if soft >= hard:
         raise CommandError(f"the hard time limit ({hard} s) must exceed the soft one ({soft} s)")
     return fields
+
+
+def _check_upstream(slug: str, options: dict) -> str:
+    """What add-openai and add-remote both refuse: a built-in or malformed id, a URL that is not
+    http(s), a malformed variable name. Returns the variable name ("" for none)."""
+    if slug in BUILTIN_SLUGS:
+        raise CommandError(f"{slug} is a built-in model and cannot be replaced")
+    if not _is_slug(slug):
+        raise CommandError(f"{slug!r} is not a valid model id (letters, digits, - _ .)")
+    try:
+        URLValidator(schemes=["http", "https"])(options["base_url"])
+    except ValidationError:
+        raise CommandError(f"--base-url {options['base_url']!r} is not an http(s) URL") from None
+    env_name = options["api_key_env"] or ""
+    if env_name and not env_name.replace("_", "").isalnum():
+        raise CommandError(f"--api-key-env {env_name!r} is not an environment variable name")
+    return env_name
 
 
 def _is_slug(value: str) -> bool:
