@@ -1,8 +1,12 @@
 """The embedded mode's channel layer: Channels' in-memory layer, safe to use from worker threads."""
 
 import asyncio
+from functools import partial
 
 from channels.layers import InMemoryChannelLayer
+
+# How long a send waits for the receiving loop to take it before running on the sender's loop.
+HOP_SECONDS = 2
 
 
 class EmbeddedChannelLayer(InMemoryChannelLayer):
@@ -22,11 +26,23 @@ class EmbeddedChannelLayer(InMemoryChannelLayer):
         if self._home is None or self._home.is_closed() or not self._home.is_running():
             self._home = loop
 
-    async def _on_home(self, coro):
+    async def _on_home(self, make):
+        """Run `make()` (a coroutine factory) on the receiving loop, or here if that loop is
+        gone or does not take it within HOP_SECONDS (a loop left behind, e.g. by a finished
+        test, that still reports running): a send must never wait forever."""
         home, here = self._home, asyncio.get_running_loop()
         if home is None or home is here or home.is_closed() or not home.is_running():
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
+            return await make()
+        future = asyncio.run_coroutine_threadsafe(make(), home)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), HOP_SECONDS)
+        except (TimeoutError, asyncio.CancelledError):
+            if asyncio.current_task().cancelling():
+                raise  # our own caller was cancelled: not a hop that failed
+            future.cancel()
+            if self._home is home:
+                self._home = None
+            return await make()
 
     async def receive(self, channel):
         self._remember_loop()
@@ -34,13 +50,13 @@ class EmbeddedChannelLayer(InMemoryChannelLayer):
 
     async def group_add(self, group, channel):
         self._remember_loop()
-        return await self._on_home(super().group_add(group, channel))
+        return await self._on_home(partial(super().group_add, group, channel))
 
     async def group_discard(self, group, channel):
-        return await self._on_home(super().group_discard(group, channel))
+        return await self._on_home(partial(super().group_discard, group, channel))
 
     async def send(self, channel, message):
-        return await self._on_home(super().send(channel, message))
+        return await self._on_home(partial(super().send, channel, message))
 
     async def group_send(self, group, message):
-        return await self._on_home(super().group_send(group, message))
+        return await self._on_home(partial(super().group_send, group, message))

@@ -20,6 +20,8 @@ from django.core.cache import cache
 
 log = logging.getLogger(__name__)
 LIVE_TTL = 3600
+# A send that takes longer (a hung Redis, a stuck loop) is dropped: later events must flow.
+SEND_SECONDS = 10
 
 
 def group_name(request_id) -> str:
@@ -83,7 +85,7 @@ class Publisher:
                     log.exception("could not store live job state")
             for group, message, _ in batch:
                 try:
-                    await layer.group_send(group, message)
+                    await asyncio.wait_for(layer.group_send(group, message), SEND_SECONDS)
                 # CancelledError too: a send handed to another loop (the embedded layer's home
                 # loop) is cancelled when that loop stops; it must not end this thread, or the
                 # process never publishes again.
