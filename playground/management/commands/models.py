@@ -76,21 +76,8 @@ class Command(BaseCommand):
 
     def add_openai(self, **options):
         slug = options["id"]
-        env_name = _check_upstream(slug, options)
-        prices = {}
-        for field in PRICES:
-            value = options[field]
-            if value is not None:
-                try:
-                    prices[field] = ledger.parse_amount(value)
-                except ValueError as exc:
-                    raise CommandError(f"--{field.replace('_', '-')}: {exc}") from None
-        config = {
-            "base_url": options["base_url"].rstrip("/"),
-            "upstream_model": options["upstream_model"] or slug,
-        }
-        if env_name:
-            config["api_key_env"] = env_name
+        config = _upstream_config(slug, options)
+        prices = _prices(options, PRICES)
         existing = AIModel.objects.filter(slug=slug).first()
         defaults = {
             "name": options["name"] or (existing.name if existing else slug),
@@ -109,15 +96,8 @@ class Command(BaseCommand):
 
     def add_remote(self, **options):
         slug = options["id"]
-        env_name = _check_upstream(slug, options)
-        prices = {}
-        for field in (*PRICES, "per_second"):
-            value = options[field]
-            if value is not None:
-                try:
-                    prices[field] = ledger.parse_amount(value)
-                except ValueError as exc:
-                    raise CommandError(f"--{field.replace('_', '-')}: {exc}") from None
+        config = _upstream_config(slug, options)
+        prices = _prices(options, (*PRICES, "per_second"))
         from playground.schemas import params_class
 
         try:
@@ -130,12 +110,6 @@ class Command(BaseCommand):
         max_tokens = options["max_tokens"]
         if max_tokens is not None and not 1 <= max_tokens <= 1_000_000:
             raise CommandError("--max-tokens must be between 1 and 1000000")
-        config = {
-            "base_url": options["base_url"].rstrip("/"),
-            "upstream_model": options["upstream_model"] or slug,
-        }
-        if env_name:
-            config["api_key_env"] = env_name
         existing = AIModel.objects.filter(slug=slug).first()
         description = f"{slug} on a remote Playground ({config['upstream_model']})."
         defaults = {
@@ -218,9 +192,21 @@ def _engine_fields(options, existing) -> dict:
     return fields
 
 
-def _check_upstream(slug: str, options: dict) -> str:
-    """What add-openai and add-remote both refuse: a built-in or malformed id, a URL that is not
-    http(s), a malformed variable name. Returns the variable name ("" for none)."""
+def _prices(options: dict, fields) -> dict:
+    """The price options given, as exact amounts."""
+    prices = {}
+    for field in fields:
+        if options[field] is not None:
+            try:
+                prices[field] = ledger.parse_amount(options[field])
+            except ValueError as exc:
+                raise CommandError(f"--{field.replace('_', '-')}: {exc}") from None
+    return prices
+
+
+def _upstream_config(slug: str, options: dict) -> dict:
+    """The backend config of add-openai and add-remote, after what both refuse: a built-in or
+    malformed id, a URL that is not http(s), a malformed variable name."""
     if slug in BUILTIN_SLUGS:
         raise CommandError(f"{slug} is a built-in model and cannot be replaced")
     if not _is_slug(slug):
@@ -232,7 +218,13 @@ def _check_upstream(slug: str, options: dict) -> str:
     env_name = options["api_key_env"] or ""
     if env_name and not env_name.replace("_", "").isalnum():
         raise CommandError(f"--api-key-env {env_name!r} is not an environment variable name")
-    return env_name
+    config = {
+        "base_url": options["base_url"].rstrip("/"),
+        "upstream_model": options["upstream_model"] or slug,
+    }
+    if env_name:
+        config["api_key_env"] = env_name
+    return config
 
 
 def _is_slug(value: str) -> bool:
