@@ -7,6 +7,7 @@ balance == available + open holds. Every change takes the account row lock first
 below zero.
 """
 
+import contextlib
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -228,7 +229,10 @@ def hold(user, job, amount: Decimal, key=None) -> None:
     Raises InsufficientCredits, or KeySpendCapReached when the key's cap has no room; the
     account row lock also serialises the cap check of all the user's keys.
     """
-    with transaction.atomic():
+    # Inside the job's transaction, no savepoint of its own (the submit's hot path): the checks
+    # come before any write, and a refusal raises out of that transaction, which rolls back.
+    within = transaction.get_connection().in_atomic_block
+    with contextlib.nullcontext() if within else transaction.atomic():
         account = _locked(user)
         remaining = key_cap_remaining(key, exclude=job)
         if remaining is not None and remaining < amount:
@@ -264,22 +268,28 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
             return Decimal(0)
         held = job.hold_amount
         charged = min(cost or Decimal(0), held)
-        LedgerEntry.objects.create(
-            account=account,
-            kind="release",
-            amount=held,
-            job=job,
-            reason=reason or f"{job.model_slug}: hold released",
-        )
-        if charged:
-            entry = LedgerEntry.objects.create(
+        entries = [
+            LedgerEntry(
                 account=account,
-                kind="capture",
-                amount=-charged,
+                kind="release",
+                amount=held,
                 job=job,
-                reason=f"{job.model_slug}: charged for usage",
+                reason=reason or f"{job.model_slug}: hold released",
             )
-            _add_usage(account, entry.created.date(), job, charged)
+        ]
+        if charged:
+            entries.append(
+                LedgerEntry(
+                    account=account,
+                    kind="capture",
+                    amount=-charged,
+                    job=job,
+                    reason=f"{job.model_slug}: charged for usage",
+                )
+            )
+        LedgerEntry.objects.bulk_create(entries)  # one INSERT: release, then capture
+        if charged:
+            _add_usage(account, entries[1].created.date(), job, charged)
         account.available += held - charged
         account.held -= held
         fields = ["available", "held"]

@@ -1,6 +1,11 @@
 """The model catalogue: built-in models defined in code, operator models in the database."""
 
+import time
 from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 
 from .models import AIModel
 
@@ -125,8 +130,33 @@ def visible_models():
     return AIModel.objects.filter(enabled=True)
 
 
+# Enabled models found recently, by slug: {slug: (until, model)}. A save or delete of a model
+# in this process empties it; other processes see a change within
+# PLAYGROUND_MODEL_CACHE_SECONDS. Callers only read the instances they get.
+_found: dict[str, tuple[float, AIModel]] = {}
+
+
+def forget_models(*args, **kwargs) -> None:
+    _found.clear()
+    transaction.on_commit(_found.clear)
+
+
+post_save.connect(forget_models, sender=AIModel, dispatch_uid="catalogue-forget-save")
+post_delete.connect(forget_models, sender=AIModel, dispatch_uid="catalogue-forget-delete")
+
+
 def get_model(slug: str) -> AIModel | None:
-    return visible_models().filter(slug=slug).first()
+    """The enabled model with this slug, or None."""
+    hit = _found.get(slug)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    model = visible_models().filter(slug=slug).first()
+    seconds = settings.PLAYGROUND_MODEL_CACHE_SECONDS
+    if model is not None and seconds > 0:
+        if len(_found) > 1000:
+            _found.clear()
+        _found[slug] = (time.monotonic() + seconds, model)
+    return model
 
 
 RUN_TIMES_TTL = 30

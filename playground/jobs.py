@@ -63,16 +63,19 @@ def submit_job(
     webhook=None,
     extra=None,
     enqueue=True,
+    start=False,
 ) -> Job:
     """Create a job, hold its worst-case cost and queue it once the transaction commits.
 
     `within(job)`, if given, runs inside the job's transaction (e.g. claiming an idempotency key).
     `webhook` is (url, events) from `webhooks.from_body`, already checked; `extra` more Job
     fields (a batch and its index). `enqueue=False` leaves the job pending for the caller to
-    run (`runner.run_job`) in this process.
+    run (`runner.run_job`) in this process; `start=True` (with it) creates it running, for
+    the caller to run at once (`runner.execute`).
     """
     webhook_url, webhook_events = webhook or ("", [])
     hold = pricing.worst_case(model, params, registry.prompt_tokens_bound(model, params))
+    now = timezone.now()
     try:
         with transaction.atomic():
             check_concurrency(user, api_key)
@@ -85,7 +88,9 @@ def submit_job(
                 params=params,
                 hold_amount=hold,
                 hold_open=hold > 0,
-                queued_at=timezone.now(),
+                queued_at=now,
+                status=Job.RUNNING if start else Job.PENDING,
+                started_at=now if start else None,
                 webhook_url=webhook_url,
                 webhook_events=webhook_events,
                 **(extra or {}),

@@ -8,8 +8,9 @@ Under ASGI, /v1 runs through `ApiHandler`: this middleware alone, no thread hop 
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler
@@ -121,7 +122,34 @@ def _is_json(response) -> bool:
 
 
 class ApiHandler(ASGIHandler):
-    """The Django app for /v1 under ASGI, with settings.API_MIDDLEWARE only (all async)."""
+    """The Django app for /v1 under ASGI, with settings.API_MIDDLEWARE only (all async).
+
+    Django's handler gives every request a new thread for its sync code, and with it a new
+    database connection. Here a finished request's thread (one-thread executor) goes back to
+    a stack for the next request, keeping its connection (SQLite) or its pool (PostgreSQL)
+    checkout cheap; up to PLAYGROUND_API_THREADS are kept, more are made when more requests
+    are in flight and shut down after.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if self._idle:
+            executor = self._idle.pop()
+        else:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._idle) < settings.PLAYGROUND_API_THREADS:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
 
     def load_middleware(self, is_async=False):
         self._view_middleware = []

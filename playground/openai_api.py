@@ -72,10 +72,17 @@ def _submit(key, data: dict, chat: bool):
     webhook = webhooks.from_body(data)
     params = jobs.validate_params(model, data)
     inline = _inline(model)
-    job = jobs.submit_job(key.user, model, params, api_key=key, webhook=webhook, enqueue=not inline)
+    job = jobs.submit_job(
+        key.user,
+        model,
+        params,
+        api_key=key,
+        webhook=webhook,
+        enqueue=not inline,
+        start=inline and not stream,
+    )
     if inline and not stream:
-        runner.run_job(job.pk)
-        job.refresh_from_db()
+        runner.execute(job)
     return job, stream, include_usage, inline and stream
 
 

@@ -157,6 +157,9 @@ else:
             # WAL with synchronous=NORMAL: a commit no longer waits for an fsync (23 ms each
             # here, two per job); a crash of the process loses nothing, a power cut at most
             # the last transactions.
+            # Kept open: the /v1 handler reuses its threads (playground/middleware.py), and a
+            # new connection (open, pragmas, schema read) cost more than most queries.
+            "CONN_MAX_AGE": None,
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
@@ -397,3 +400,9 @@ for _item in env("PLAYGROUND_RATE_TIERS").split(","):
 # /v1/completions run in the web process that holds the client's connection, not on a worker:
 # the same runner, billing and events, without the queue round trip (bench/proxy.py).
 PLAYGROUND_INLINE_UPSTREAM = envbool("PLAYGROUND_INLINE_UPSTREAM", True)
+# How long a web process trusts what it read of an API key (and its user) or a model
+# before reading again; changes made in the same process apply at once.
+PLAYGROUND_KEY_CACHE_SECONDS = envfloat("PLAYGROUND_KEY_CACHE_SECONDS", 2.0)
+PLAYGROUND_MODEL_CACHE_SECONDS = envfloat("PLAYGROUND_MODEL_CACHE_SECONDS", 2.0)
+# Idle request threads the /v1 handler keeps, each with its database connection.
+PLAYGROUND_API_THREADS = envint("PLAYGROUND_API_THREADS", 64)

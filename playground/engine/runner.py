@@ -91,7 +91,13 @@ def run_job(job_id: int) -> None:
         status=Job.RUNNING, started_at=started
     ):
         return
-    job = Job.objects.select_related("model", "user").get(pk=job_id)
+    execute(Job.objects.select_related("model", "user").get(pk=job_id))
+
+
+def execute(job: Job) -> None:
+    """Run a job that is already running in the database: claimed by `run_job`, or created
+    so (`jobs.submit_job(start=True)`, upstream jobs run in the web process). `job` is left
+    as its row now reads."""
     soft, _ = registry.time_limits(job.model)
     emit = JobEmitter(job, soft_time_limit=soft)
     emit.status(Job.RUNNING)
@@ -176,23 +182,27 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
     from ..jobs import status_document
 
     cost = min(cost, job.hold_amount) if job.hold_open else Decimal(0)
+    fields = {
+        "status": status,
+        "progress": 1.0 if status == Job.SUCCESS else job.progress,
+        "output": output or {},
+        "usage": usage or {},
+        "cost": cost,
+        "error_code": error[0],
+        "error_message": error[1],
+        "finished_at": timezone.now(),
+    }
     with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status=Job.RUNNING).update(
-            status=status,
-            progress=1.0 if status == Job.SUCCESS else job.progress,
-            output=output or {},
-            usage=usage or {},
-            cost=cost,
-            error_code=error[0],
-            error_message=error[1],
-            finished_at=timezone.now(),
-        )
+        changed = Job.objects.filter(pk=job.pk, status=Job.RUNNING).update(**fields)
         if changed:
             ledger.settle(job, cost)
     if not changed or status != Job.SUCCESS:
         discard_outputs(job)  # files of a job that did not succeed (or was canceled meanwhile)
     if changed:
-        job.refresh_from_db()
+        # The row now holds these values (no read back: this is every job's hot path).
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.hold_open = False
         events.publish_result(job.request_id, status_document(job))
         webhooks.job_completed(job)
         events.publish_user_job(job)
