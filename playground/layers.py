@@ -59,4 +59,9 @@ class EmbeddedChannelLayer(InMemoryChannelLayer):
         return await self._on_home(partial(super().send, channel, message))
 
     async def group_send(self, group, message):
+        # Nobody in the group (most jobs: nobody watches them live): nothing to deliver, and
+        # no wake-up of the server's loop. A subscriber joining meanwhile loses nothing: it
+        # joins, then reads the live state, which the publisher stored before this send.
+        if not self.groups.get(group):
+            return None
         return await self._on_home(partial(super().group_send, group, message))

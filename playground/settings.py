@@ -176,7 +176,7 @@ REDIS_PREFIX = env("PLAYGROUND_REDIS_PREFIX", "pg")
 if SERVICES_MODE:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "playground.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_PREFIX,
         }

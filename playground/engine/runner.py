@@ -31,7 +31,9 @@ class JobEmitter:
         self.pieces: list[str] = []
         self.progress_value = 0.0
         self.is_text = job.modality == "text"
-        self._next_cancel_check = 0.0
+        # Not canceled a moment ago, or the job could not have started running (the cancel
+        # moves it out of pending first): the first look at the flag can wait its turn.
+        self._next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
         self._canceled = False
         self.hooks = webhooks.JobHooks(job) if job.webhook_url else None
 
