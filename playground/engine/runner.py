@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing import ledger
 
-from .. import pricing, webhooks
+from .. import pricing, sql, webhooks
 from ..models import Job
 from . import events, registry
 from .base import BackendError, Canceled
@@ -195,7 +195,7 @@ def finish(job, status, *, cost=Decimal(0), output=None, usage=None, error=("", 
         "finished_at": timezone.now(),
     }
     with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status=Job.RUNNING).update(**fields)
+        changed = sql.update(Job, job.pk, fields, where={"status": Job.RUNNING})
         if changed:
             ledger.settle(job, cost)
     if not changed or status != Job.SUCCESS:
