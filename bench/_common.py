@@ -41,6 +41,8 @@ class Site:
         worker_args: tuple[str, ...] = ("--concurrency", "2"),
     ):
         self.mode = mode
+        # As deployed: DEBUG off (embedded mode defaults to on, which logs every query).
+        extra_env = {"DEBUG": "0", **(extra_env or {})}
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{mode}-")
         for _ in range(5):
             self.live = start_site(

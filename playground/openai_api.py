@@ -6,6 +6,7 @@ answer is server-sent events relayed from the job's events, `data: [DONE]` last.
 
 import asyncio
 import base64
+import copy
 import json
 import struct
 import time
@@ -152,15 +153,20 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
     delivered = 0  # completion tokens sent to the client
     try:
         async with events.JobListener(job.request_id) as listener:
-            # As the websocket does: join first, then the snapshot and its sequence number.
-            job, seq, text, delivered = await sync_to_async(_snapshot)(job)
             if run_here:
-                # Started once subscribed, so no event is missed; a cancel stops it as usual.
+                # Our own job, not started yet: nothing to take a snapshot of. Started once
+                # subscribed, so no event is missed; a cancel stops it as usual.
+                seq, text, delivered = 0, "", 0
+                # The runner's own copy: it moves its job to a terminal state while this loop
+                # still has events to relay, and this loop decides by its job's status.
                 task = asyncio.ensure_future(
-                    sync_to_async(_run_detached, thread_sensitive=False)(job.pk)
+                    sync_to_async(_run_detached, thread_sensitive=False)(copy.copy(job))
                 )
                 _running.add(task)  # the loop keeps only weak references to tasks
                 task.add_done_callback(_running.discard)
+            else:
+                # As the websocket does: join first, then the snapshot and its sequence number.
+                job, seq, text, delivered = await sync_to_async(_snapshot)(job)
             yield _sse(_chunk(job, chat, text, None, first=True))
             deadline = time.monotonic() + _wait_limit()
             while not job.is_terminal and time.monotonic() < deadline:
@@ -203,10 +209,10 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
             await sync_to_async(_cancel)(job, delivered)
 
 
-def _run_detached(job_id: int) -> None:
+def _run_detached(job: Job) -> None:
     """Run a streamed inline job on a pool thread, then give its database connection back."""
     try:
-        runner.run_job(job_id)
+        runner.run_job(job.pk, job)
     finally:
         connections.close_all()
 

@@ -86,14 +86,19 @@ class JobEmitter:
         return self._canceled
 
 
-def run_job(job_id: int) -> None:
+def run_job(job_id: int, job: Job | None = None) -> None:
+    """Claim a pending job and run it. `job`: the caller's own copy of it (a job it has just
+    submitted, to run in this process), used instead of reading the row back."""
     started = timezone.now()
     # Only one worker ever runs a job: the pending → running transition is the claim.
-    if not Job.objects.filter(pk=job_id, status=Job.PENDING).update(
-        status=Job.RUNNING, started_at=started
-    ):
+    claim = {"status": Job.RUNNING, "started_at": started}
+    if not sql.update(Job, job_id, claim, where={"status": Job.PENDING}):
         return
-    execute(Job.objects.select_related("model", "user").get(pk=job_id))
+    if job is None:
+        job = Job.objects.select_related("model", "user").get(pk=job_id)
+    else:
+        job.status, job.started_at = Job.RUNNING, started
+    execute(job)
 
 
 def execute(job: Job) -> None:
