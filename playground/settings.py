@@ -150,7 +150,8 @@ else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend, whose write transactions queue in-process (its module).
+            "ENGINE": "playground.sqlite",
             "NAME": DATA_DIR / "playground.sqlite3",
             # IMMEDIATE: a transaction takes the write lock at BEGIN, so the ledger's
             # read-check-write is serialised on SQLite as select_for_update does on PostgreSQL.
