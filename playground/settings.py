@@ -401,9 +401,8 @@ for _item in env("PLAYGROUND_RATE_TIERS").split(","):
 # /v1/completions run in the web process that holds the client's connection, not on a worker:
 # the same runner, billing and events, without the queue round trip (bench/proxy.py).
 PLAYGROUND_INLINE_UPSTREAM = envbool("PLAYGROUND_INLINE_UPSTREAM", True)
-# How long a web process trusts what it read of an API key (and its user) or a model
-# before reading again; changes made in the same process apply at once.
-PLAYGROUND_KEY_CACHE_SECONDS = envfloat("PLAYGROUND_KEY_CACHE_SECONDS", 2.0)
+# How long a web process trusts what it read of a model (prices, upstream, enabled) before
+# reading it again; a change made in the same process applies at once (CONTRACT: 5 s).
 PLAYGROUND_MODEL_CACHE_SECONDS = envfloat("PLAYGROUND_MODEL_CACHE_SECONDS", 2.0)
 # Idle request threads the /v1 handler keeps, each with its database connection.
 PLAYGROUND_API_THREADS = envint("PLAYGROUND_API_THREADS", 64)

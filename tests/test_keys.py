@@ -310,8 +310,6 @@ async def test_websocket_refuses_unusable_keys_with_4401(api, alice_key, state):
         await ApiKey.objects.filter(pk=key.pk).aupdate(
             expires_at=timezone.now() - timedelta(minutes=1)
         )
-        # A change behind the app's back shows after the key cache's TTL.
-        await sync_to_async(keys.forget_keys)()
     assert await _ws_close(job.request_id, alice_key) == ([], 4401)
 
 
@@ -547,7 +545,6 @@ def test_rotate_with_grace_keeps_both_until_the_window_ends(client, api, alice_k
     ApiKey.objects.filter(pk=key.pk).update(
         previous_valid_until=timezone.now() - timedelta(seconds=1)
     )
-    keys.forget_keys()  # a change behind the app's back shows after the key cache's TTL
     assert api.get("/v1/requests", key=alice_key).status_code == 401
     assert api.get("/v1/requests", key=new).status_code == 200
 
@@ -682,15 +679,14 @@ def test_last_used_time_and_coarse_ip_written_at_most_once_a_minute(api, alice_k
 
     with CaptureQueriesContext(connection) as second:
         assert api.get("/v1/requests", key=alice_key, REMOTE_ADDR="198.51.100.9").status_code == 200
-    # Found moments ago: no read of the key at all (PLAYGROUND_KEY_CACHE_SECONDS).
-    assert _apikey_queries(second.captured_queries, "SELECT") == []
+    assert len(_apikey_queries(second.captured_queries, "SELECT")) == 1
     assert _apikey_queries(second.captured_queries, "UPDATE") == []
     n_second = len(second)
     key.refresh_from_db()
     assert (key.last_used_at, key.last_used_ip) == (stamp, "203.0.113.0/24")
-    # Queries per authenticated read, with and without the key read and write.
-    print(f"\nqueries per GET /v1/requests: {n_first} (key read and written), {n_second}")
-    assert n_first == n_second + 2
+    # Queries per authenticated read, with and without the throttled write (see the report).
+    print(f"\nqueries per GET /v1/requests: {n_first} (with last-used write), {n_second}")
+    assert n_first == n_second + 1
     for _ in range(3):
         run_a_job(api, alice_key)
     with CaptureQueriesContext(connection) as listing:
@@ -699,7 +695,6 @@ def test_last_used_time_and_coarse_ip_written_at_most_once_a_minute(api, alice_k
     assert len(listing) == n_second  # no query per listed job
 
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now() - timedelta(seconds=61))
-    keys.forget_keys()  # a minute on, the cached key is long read again
     with CaptureQueriesContext(connection) as third:
         api.get("/v1/requests", key=alice_key, REMOTE_ADDR="2001:db8:abcd:12::1")
     assert len(_apikey_queries(third.captured_queries, "UPDATE")) == 1
