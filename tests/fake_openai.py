@@ -36,6 +36,7 @@ class Request:
     path: str
     headers: dict[str, str]
     json: Any
+    client: tuple = ()  # the client's (address, port): one per connection
 
 
 class FakeOpenAI:
@@ -230,7 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, body: Any) -> int:
         headers = {name.lower(): value for name, value in self.headers.items()}
-        self.fake.requests.append(Request(self.command, self.path, headers, body))
+        self.fake.requests.append(
+            Request(self.command, self.path, headers, body, tuple(self.client_address))
+        )
         return len(self.fake.requests)
 
 

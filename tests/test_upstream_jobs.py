@@ -89,3 +89,11 @@ def test_removed_model_keeps_history(api, alice_key, upstream_model):
         api.post("/v1/generate-text", {"model": "scout", "prompt": "x"}, key=alice_key).status_code
         == 404
     )
+
+
+def test_jobs_on_one_upstream_reuse_its_connection(api, alice_key, upstream_model):
+    # The stream is read to its end after [DONE], so its connection goes back to the pool
+    # (a TLS upstream would otherwise cost a handshake per job).
+    for _ in range(3):
+        assert run(api, alice_key, prompt="hi").json()["status"] == "success"
+    assert len({r.client for r in upstream_model.requests[-3:]}) == 1

@@ -199,7 +199,8 @@ class OpenAIBackend:
         try:
             with client.stream("POST", url, json=body) as response:
                 self._check_status(response)
-                for line in response.iter_lines():
+                lines = response.iter_lines()
+                for line in lines:
                     if emit.canceled():
                         raise Canceled()  # leaving the `with` closes the connection
                     if not line.startswith("data:"):
@@ -207,6 +208,10 @@ class OpenAIBackend:
                     data = line[len("data:") :].strip()
                     if data == "[DONE]":
                         done = True
+                        # Read to the end of the body, as the openai SDK does: a response left
+                        # unread closes its connection, and the next job connects again.
+                        for _ in lines:
+                            pass
                         break
                     try:
                         chunk = json.loads(data)
