@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -362,6 +363,29 @@ def test_docs_page_examples_run_for_real_with_a_key(page, site, account):
     curl = page.locator("#code-curl pre").inner_text()
     out = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout)["data"][0]["object"] == "embedding", out
+
+
+def test_dashboard_update_arriving_during_a_reload_is_not_lost(page, site, account):
+    # A job's "running" and "success" come a few ms apart: the list is still loading for the
+    # first when the second arrives. That second load must still happen, or the dashboard
+    # keeps showing "running".
+    loads = []
+
+    def slow(route):
+        loads.append(route.request.url)
+        time.sleep(0.3)
+        route.continue_()
+
+    page.route("**/dashboard/recent", slow)
+    page.goto(site.base_url + "/")
+    page.wait_for_function("() => window.__userSocket && window.__userSocket.readyState === 1")
+    page.evaluate("""() => {
+        const fire = s => document.body.dispatchEvent(new CustomEvent("user-job", {detail: s}));
+        fire("running"); setTimeout(() => fire("success"), 50);
+    }""")
+    page.wait_for_timeout(1500)
+    assert len(loads) == 2, loads
+    page.unroute("**/dashboard/recent")
 
 
 def test_dashboard_lists_jobs_live(page, site, account):
