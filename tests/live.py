@@ -169,23 +169,16 @@ def start_site(
         cleanup.append(drop)
     site = LiveSite(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, cleanup=cleanup)
     site.manage("migrate", "--noinput")
-    if os.environ.get("PLAYGROUND_TEST_SERVER") == "uvicorn":
-        command = [
-            "uvicorn",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-    elif os.environ.get("PLAYGROUND_TEST_SERVER") == "yappi":
-        command = ["tmp.prof.yrun", "-b", "127.0.0.1", "-p", str(port)]
-    else:
-        command = ["daphne", "-b", "127.0.0.1", "-p", str(port)]
     server = site.start_process(
-        sys.executable, "-m", *command, "playground.asgi:application", log_name="daphne"
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "playground.asgi:application",
+        log_name="daphne",
     )
     if services:
         for i in range(workers):
