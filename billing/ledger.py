@@ -93,10 +93,10 @@ def _lock_account(user_id) -> CreditAccount | None:
     """The account row, locked until the transaction ends (FOR UPDATE where the database has
     it; on SQLite the IMMEDIATE transaction already holds the write lock). A raw query: every
     job reads it twice, and the ORM's compiler costs ten times the query."""
-    sql = f"SELECT * FROM {CreditAccount._meta.db_table} WHERE user_id = %s"
+    where = "WHERE user_id = %s"
     if connection.features.has_select_for_update:
-        sql += " FOR UPDATE"
-    rows = list(CreditAccount.objects.raw(sql, [user_id]))
+        where += " FOR UPDATE"
+    rows = sql.fetch(CreditAccount, where, [user_id])
     return rows[0] if rows else None
 
 

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -180,9 +180,18 @@ def get_job_for_user(user, request_id) -> Job:
     """The user's job, or ApiError 404 for an unknown id and for another user's job alike."""
     try:
         request_id = uuid.UUID(str(request_id))
-        return Job.objects.select_related("model").get(request_id=request_id, user=user)
-    except (Job.DoesNotExist, ValueError, TypeError):
+    except (ValueError, TypeError):
         raise ApiError(404, "request_not_found", "No such request.", "request_id") from None
+    # Every poll runs this: `sql.fetch`, not the ORM's compiler (the model loads if used).
+    field = Job._meta.get_field("request_id")
+    found = sql.fetch(
+        Job,
+        "WHERE request_id = %s AND user_id = %s",
+        [field.get_db_prep_value(request_id, connection), user.pk],
+    )
+    if not found:
+        raise ApiError(404, "request_not_found", "No such request.", "request_id")
+    return found[0]
 
 
 def status_document(job: Job, base_url: str | None = None) -> dict:

@@ -68,6 +68,36 @@ def test_raw_insert_of_several_rows_gives_each_its_own_key(alice):
         assert LedgerEntry.objects.get(pk=entry.pk).reason == entry.reason
 
 
+@pytest.mark.django_db
+def test_raw_fetch_gives_the_instances_a_queryset_gives(alice, alice_key):
+    from accounts.models import ApiKey, User
+
+    CreditAccount.objects.get_or_create(user=alice)
+    job = Job.objects.create(
+        user=alice,
+        model_slug="m",
+        modality="text",
+        params={"prompt": "x"},
+        output={"text": "y"},
+        hold_amount=Decimal("1.5"),
+        started_at=timezone.now(),
+    )
+    for model, where, params, queryset in [
+        (Job, "WHERE request_id = %s", [job.request_id.hex], Job.objects.filter(pk=job.pk)),
+        (User, "WHERE id = %s", [alice.pk], User.objects.filter(pk=alice.pk)),
+        (ApiKey, "WHERE user_id = %s", [alice.pk], ApiKey.objects.filter(user=alice)),
+        (CreditAccount, "WHERE user_id = %s", [alice.pk], CreditAccount.objects.filter(user=alice)),
+    ]:
+        if model is Job and connections["default"].vendor == "postgresql":
+            params = [job.request_id]
+        fetched, expected = sql.fetch(model, where, params), list(queryset)
+        assert len(fetched) == len(expected) == 1
+        for field in model._meta.concrete_fields:
+            a, b = getattr(fetched[0], field.attname), getattr(expected[0], field.attname)
+            assert a == b and type(a) is type(b), (model, field.name, a, b)
+    assert sql.fetch(Job, "WHERE id = %s", [-1]) == []
+
+
 def _sqlite_alias(engine: str, busy_timeout: float) -> str:
     """A second database, a SQLite file of its own, on `engine`."""
     alias = f"queue_{uuid.uuid4().hex[:8]}"
