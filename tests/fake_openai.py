@@ -58,6 +58,9 @@ class FakeOpenAI:
         self.generated: dict[str, bytes] = {}
         self.requests: list[Request] = []
         self.disconnected = threading.Event()  # a client hung up while we were streaming
+        self.in_flight = 0  # POSTs being answered now, and the most there were at once
+        self.most_in_flight = 0
+        self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"fake": self})
         self.server = _Server(("127.0.0.1", 0), handler)
@@ -115,6 +118,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": {"message": "not found"}})
 
     def do_POST(self):
+        fake = self.fake
+        with fake._count_lock:
+            fake.in_flight += 1
+            fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+        try:
+            self._post()
+        finally:
+            with fake._count_lock:
+                fake.in_flight -= 1
+
+    def _post(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             body = json.loads(raw)

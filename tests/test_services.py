@@ -483,3 +483,42 @@ def test_idle_worker_exits_promptly_on_sigterm(site):
         worker.wait(5)
         pytest.fail("the idle worker was still running 8 s after SIGTERM")
     assert worker.returncode == 0, site.log("worker0")[-3000:]
+
+
+def test_inline_upstream_jobs_are_not_capped_by_the_connection_pool(tmp_path):
+    """A web process runs upstream chat jobs itself; while the upstream answers (minutes, for
+    a real model) the job holds no database connection, so a pool of one serves three."""
+    require_services()
+    from tests.fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI().start()
+    fake.chunk_delay = 0.4  # four chunks: ~1.2 s per answer
+    live = start_site(
+        tmp_path, services=True, workers=1, extra_env={"PLAYGROUND_DB_POOL_SIZE": "1"}
+    )
+    try:
+        live.manage(
+            "models", "add-openai", "slow", "--base-url", fake.base_url,
+            "--upstream-model", "fake", "--per-1k-output", "1",
+        )  # fmt: skip
+        key = live.user_with_key("pool@example.com", "100")
+        body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+
+        def complete(_):
+            return httpx.post(
+                live.base_url + "/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            )
+
+        with ThreadPoolExecutor(3) as pool:
+            responses = list(pool.map(complete, range(3)))
+        assert [r.status_code for r in responses] == [200, 200, 200], responses[0].text
+        assert {r.json()["choices"][0]["message"]["content"] for r in responses} == {
+            "Hello, world!"
+        }
+        assert fake.most_in_flight == 3
+    finally:
+        live.stop()
+        fake.close()

@@ -5,7 +5,7 @@ import time
 from decimal import Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from billing import ledger
@@ -109,6 +109,7 @@ def execute(job: Job) -> None:
     emit = JobEmitter(job, soft_time_limit=soft)
     emit.status(Job.RUNNING)
     events.publish_user_job(job)
+    release_connection()
     t0 = time.perf_counter()
     try:
         if job.model is None or not job.model.enabled:
@@ -149,6 +150,15 @@ def execute(job: Job) -> None:
             usage=usage,
         )
     log.info("job %s done in %.1f ms", job.request_id, (time.perf_counter() - t0) * 1000)
+
+
+def release_connection() -> None:
+    """Before a backend runs (an upstream model may answer for minutes): a pooled PostgreSQL
+    connection goes back to the pool, so a web process running upstream jobs inline is not
+    limited to PLAYGROUND_DB_POOL_SIZE of them at once. Django's rule decides: connections it
+    keeps (SQLite, CONN_MAX_AGE) stay open. Never inside a transaction."""
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 def time_limit_error(seconds, hard: bool = False) -> tuple[str, str]:
