@@ -111,8 +111,12 @@ def _with_prefix(column: str, prefix: str) -> list[ApiKey]:
     from playground import sql
 
     keys = sql.fetch(ApiKey, f"WHERE {column} = %s", [prefix])
-    for key in keys:
-        key.user = sql.fetch(get_user_model(), "WHERE id = %s", [key.user_id])[0]
+    if keys:
+        ids = sorted({key.user_id for key in keys})
+        marks = ", ".join(["%s"] * len(ids))
+        users = {u.pk: u for u in sql.fetch(get_user_model(), f"WHERE id IN ({marks})", ids)}
+        for key in keys:
+            key.user = users[key.user_id]
     return keys
 
 

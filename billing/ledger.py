@@ -100,6 +100,17 @@ def _lock_account(user_id) -> CreditAccount | None:
     return rows[0] if rows else None
 
 
+def _job_entry(account, job, kind: str, amount: Decimal, what: str, reason: str = ""):
+    """A ledger row of a job's hold, release or capture; `reason` replaces "<model>: what"."""
+    return LedgerEntry(
+        account=account,
+        kind=kind,
+        amount=amount,
+        job=job,
+        reason=reason or f"{job.model_slug}: {what}",
+    )
+
+
 def _store(account: CreditAccount, *fields: str) -> None:
     """Write these fields of the locked account (the hot path's `save(update_fields=...)`)."""
     sql.update(CreditAccount, account.pk, {name: getattr(account, name) for name in fields})
@@ -257,17 +268,7 @@ def hold(user, job, amount: Decimal, key=None) -> None:
             raise KeySpendCapReached(amount, remaining)
         if account.available < amount:
             raise InsufficientCredits(amount, account.available)
-        sql.insert(
-            [
-                LedgerEntry(
-                    account=account,
-                    kind="hold",
-                    amount=-amount,
-                    job=job,
-                    reason=f"{job.model_slug}: worst case held",
-                )
-            ]
-        )
+        sql.insert([_job_entry(account, job, "hold", -amount, "worst case held")])
         account.available -= amount
         account.held += amount
         _store(account, "available", "held")
@@ -290,25 +291,9 @@ def settle(job, cost: Decimal | None, reason: str = "") -> Decimal:
             return Decimal(0)
         held = job.hold_amount
         charged = min(cost or Decimal(0), held)
-        entries = [
-            LedgerEntry(
-                account=account,
-                kind="release",
-                amount=held,
-                job=job,
-                reason=reason or f"{job.model_slug}: hold released",
-            )
-        ]
+        entries = [_job_entry(account, job, "release", held, "hold released", reason)]
         if charged:
-            entries.append(
-                LedgerEntry(
-                    account=account,
-                    kind="capture",
-                    amount=-charged,
-                    job=job,
-                    reason=f"{job.model_slug}: charged for usage",
-                )
-            )
+            entries.append(_job_entry(account, job, "capture", -charged, "charged for usage"))
         sql.insert(entries)  # one INSERT: release, then capture
         if charged:
             _add_usage(account, entries[1].created.date(), job, charged)
