@@ -126,9 +126,8 @@ class ApiHandler(ASGIHandler):
 
     Django's handler gives every request a new thread for its sync code, and with it a new
     database connection. Here a finished request's thread (one-thread executor) goes back to
-    a stack for the next request, keeping its connection (SQLite) or its pool (PostgreSQL)
-    checkout cheap; up to PLAYGROUND_API_THREADS are kept, more are made when more requests
-    are in flight and shut down after.
+    a stack for the next request; up to PLAYGROUND_API_THREADS are kept, more are made when
+    more requests are in flight and shut down after.
     """
 
     def __init__(self):

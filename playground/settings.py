@@ -158,9 +158,6 @@ else:
             # WAL with synchronous=NORMAL: a commit no longer waits for an fsync (23 ms each
             # here, two per job); a crash of the process loses nothing, a power cut at most
             # the last transactions.
-            # Kept open: the /v1 handler reuses its threads (playground/middleware.py), and a
-            # new connection (open, pragmas, schema read) cost more than most queries.
-            "CONN_MAX_AGE": None,
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
