@@ -20,6 +20,7 @@ from django.utils.module_loading import import_string
 
 from . import timing
 from .errors import error_body
+from .sqlite.base import keep_connections_open
 
 CODES = {
     404: "not_found",
@@ -140,7 +141,9 @@ class ApiHandler(ASGIHandler):
         if self._idle:
             executor = self._idle.pop()
         else:
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api")
+            executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="api", initializer=keep_connections_open
+            )
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)

@@ -10,10 +10,12 @@ import copy
 import json
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections
 from django.http import JsonResponse, StreamingHttpResponse
 
 from billing import ledger
@@ -23,6 +25,7 @@ from .api import api, bearer, parse_body, resolve_model, wait_until_done
 from .engine import events, registry, runner
 from .errors import ApiError
 from .models import Job
+from .sqlite.base import keep_connections_open
 
 # OpenAI parameters accepted and ignored: they do not change what our models do.
 IGNORED = {"user", "presence_penalty", "frequency_penalty", "logprobs", "store", "metadata"}
@@ -159,9 +162,8 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
                 seq, text, delivered = 0, "", 0
                 # The runner's own copy: it moves its job to a terminal state while this loop
                 # still has events to relay, and this loop decides by its job's status.
-                task = asyncio.ensure_future(
-                    sync_to_async(_run_detached, thread_sensitive=False)(copy.copy(job))
-                )
+                run = sync_to_async(_run_detached, thread_sensitive=False, executor=_executor())
+                task = asyncio.ensure_future(run(copy.copy(job)))
                 _running.add(task)  # the loop keeps only weak references to tasks
                 task.add_done_callback(_running.discard)
             else:
@@ -209,12 +211,25 @@ async def _stream(job: Job, chat: bool, include_usage: bool, run_here: bool = Fa
             await sync_to_async(_cancel)(job, delivered)
 
 
+@cache
+def _executor() -> ThreadPoolExecutor:
+    """The threads streamed inline jobs run on, PLAYGROUND_INLINE_STREAMS at most (asyncio's
+    default executor, min(32, cores + 4) threads, ran six at once on two cores). Threads are
+    reused; each keeps its SQLite connection, as the /v1 request threads do."""
+    return ThreadPoolExecutor(
+        max_workers=settings.PLAYGROUND_INLINE_STREAMS,
+        thread_name_prefix="inline-stream",
+        initializer=keep_connections_open,
+    )
+
+
 def _run_detached(job: Job) -> None:
-    """Run a streamed inline job on a pool thread, then give its database connection back."""
+    """Run a streamed inline job on a pool thread, then give its database connection back
+    (to the pool; a kept SQLite connection stays)."""
     try:
         runner.run_job(job.pk, job)
     finally:
-        connections.close_all()
+        close_old_connections()
 
 
 def _snapshot(job: Job) -> tuple[Job, int, str, int]:
@@ -258,7 +273,8 @@ def _view(chat: bool):
             return response
         if not job.is_terminal:
             job, _ = await wait_until_done(job, _wait_limit())
-        await sync_to_async(_raise_if_failed)(job)
+        if job.status != Job.SUCCESS:  # (a finished job needs no thread for this)
+            await sync_to_async(_raise_if_failed)(job)
         return JsonResponse(_completion(job, chat))
 
     view.__name__ = "chat_completions" if chat else "completions"
@@ -323,5 +339,6 @@ async def embeddings(request):
     data = parse_body(request)
     job = await sync_to_async(_submit_embeddings)(request.api_key, data)
     job, _ = await wait_until_done(job, _wait_limit())
-    await sync_to_async(_raise_if_failed)(job)
+    if job.status != Job.SUCCESS:
+        await sync_to_async(_raise_if_failed)(job)
     return JsonResponse(_embeddings_document(job))

@@ -403,3 +403,6 @@ PLAYGROUND_INLINE_UPSTREAM = envbool("PLAYGROUND_INLINE_UPSTREAM", True)
 PLAYGROUND_MODEL_CACHE_SECONDS = envfloat("PLAYGROUND_MODEL_CACHE_SECONDS", 2.0)
 # Idle request threads the /v1 handler keeps, each with its database connection.
 PLAYGROUND_API_THREADS = envint("PLAYGROUND_API_THREADS", 64)
+# Streamed inline upstream jobs one web process runs at once (a thread each while the upstream
+# answers); more wait for a thread.
+PLAYGROUND_INLINE_STREAMS = envint("PLAYGROUND_INLINE_STREAMS", 256)

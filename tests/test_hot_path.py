@@ -187,6 +187,51 @@ def test_sqlite_write_lock_is_released_when_a_transaction_fails(own_databases):
     connections[alias].close()
 
 
+def test_sqlite_connections_stay_open_only_on_marked_threads_and_read_fresh_rows(own_databases):
+    from django.db import close_old_connections
+
+    from playground.sqlite.base import keep_connections_open
+
+    alias = _sqlite_alias("playground.sqlite", busy_timeout=2)
+    seen = {}
+
+    def request_thread(keep: bool):
+        if keep:
+            keep_connections_open()
+        conn = connections[alias]
+        reads = []
+        for n in (7, 8):
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT n FROM counter")
+                cursor.fetchall()
+            raw = conn.connection
+            close_old_connections()  # the end of a request
+            # Another connection (the worker's, another thread's) commits meanwhile.
+            writer = threading.Thread(target=_set_counter, args=(alias, n))
+            writer.start()
+            writer.join()
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT n FROM counter")
+                reads.append(cursor.fetchone()[0])
+            seen.setdefault(keep, []).append(conn.connection is raw)
+        seen[keep, "reads"] = reads
+        conn.close()
+
+    for keep in (True, False):
+        thread = threading.Thread(target=request_thread, args=(keep,))
+        thread.start()
+        thread.join()
+    assert seen[True] == [True, True]  # one connection for every request of the thread
+    assert seen[False] == [False, False]  # closed at the end of each request, as before
+    assert seen[True, "reads"] == seen[False, "reads"] == [7, 8]  # never a stale snapshot
+
+
+def _set_counter(alias: str, n: int) -> None:
+    with transaction.atomic(using=alias):
+        connections[alias].cursor().execute("UPDATE counter SET n = %s", [n])
+    connections[alias].close()
+
+
 async def _get(app, path: str) -> int:
     scope = {
         "type": "http",

@@ -1,6 +1,7 @@
 """The OpenAI-compatible endpoints (CONTRACT §5) with the official openai SDK, black-box."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import httpx
@@ -341,3 +342,30 @@ def test_a_job_still_waiting_at_the_deadline_is_canceled_and_504(
     # Nobody will receive its output: it must not run (and be charged) later.
     assert job.status == Job.CANCELED and job.cost == 0 and not job.hold_open
     assert ledger.balances(alice_with_credits)[0] == Decimal(10)
+
+
+def test_many_streams_at_once_all_run_at_once(site):
+    """Streamed upstream jobs run in the web process, each on a thread while the upstream
+    answers: ten at once must all be in flight at once (asyncio's default executor, which
+    ran them, had min(32, cores + 4) threads: 6 here, the rest waited their turn)."""
+    fake = FakeOpenAI().start()
+    fake.chunks = ["a", "b", "c"]
+    fake.chunk_delay = 0.5
+    try:
+        site.manage("models", "add-openai", "wide", "--base-url", fake.base_url)
+        body = {"model": "wide", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        headers = {"Authorization": f"Bearer {site.key}"}
+
+        def stream(_):
+            with httpx.stream(
+                "POST", site.base_url + "/v1/chat/completions", json=body, headers=headers,
+                timeout=30,
+            ) as response:  # fmt: skip
+                return response.status_code, response.read().decode()
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(stream, range(10)))
+        assert all(status == 200 and "data: [DONE]" in text for status, text in results)
+        assert fake.most_in_flight == 10
+    finally:
+        fake.close()

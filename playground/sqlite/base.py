@@ -6,6 +6,11 @@ while the lock sat free (bench/README.md). Here a thread takes a lock of this pr
 its BEGIN IMMEDIATE and releases it when the transaction ends, so the next writer starts the
 moment the previous one commits. Other processes (manage.py commands) still meet SQLite's own
 busy timeout; so does a thread that waited on the lock for that long.
+
+Connections close at the end of each request (CONN_MAX_AGE=0), except on threads marked by
+`keep_connections_open`: the /v1 handler's reused request threads (playground/middleware.py),
+where a new connection per request (open, pragmas, Django's functions, the schema read on
+first use) cost more CPU than the rest of a chat completion's statements together.
 """
 
 import threading
@@ -14,6 +19,13 @@ from django.db.backends.sqlite3 import base
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+_thread = threading.local()
+
+
+def keep_connections_open() -> None:
+    """Connections this thread opens from now on stay open across requests (until the thread
+    ends or the connection fails). For threads that serve one request after another."""
+    _thread.keep = True
 
 
 def _write_lock(name: str) -> threading.Lock:
@@ -23,6 +35,11 @@ def _write_lock(name: str) -> threading.Lock:
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _held = None  # the write lock, while this connection holds it
+
+    def connect(self):
+        super().connect()
+        if getattr(_thread, "keep", False):
+            self.close_at = None  # as CONN_MAX_AGE=None: close_old_connections keeps it
 
     def _start_transaction_under_autocommit(self):
         lock = _write_lock(str(self.settings_dict["NAME"]))
