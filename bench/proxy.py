@@ -11,14 +11,19 @@ counted by the rate limiter, with its events published.
   concurrency 1, streaming: time to the first chunk with content, proxied − direct (≤ 8 ms)
   concurrency --concurrency, non-streaming: completions/s through the one web process
     (target ≥ 230/s), beside the upstream's own rate at that concurrency
-Direct and proxied requests alternate one by one (concurrency 1) or round by round, so machine
-noise hits both alike.
+Beside both, the floor: a bare Django view on daphne that only forwards the request to the
+same upstream (bench/floor_app.py: no key, no job, no billing, no events), the most any
+Django view can do on this machine; "of floor" is Playground's share of it.
+Direct, floor and proxied requests alternate one by one (concurrency 1) or round by round, so
+machine noise hits all alike.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +36,7 @@ import httpx
 
 from bench._common import ROOT, Site, modes_for, percentile, print_table
 from bench._load import Connection, load_round, median
+from tests.live import free_port
 
 RAISED = "pro:100000000/1000000000"
 TARGET_ADDED_MS = 8.0
@@ -45,6 +51,28 @@ fake = fake_openai.FakeOpenAI().start()
 print(fake.base_url, flush=True)
 time.sleep(3600)
 """
+
+
+def start_floor(upstream: str) -> tuple[subprocess.Popen, str]:
+    """bench/floor_app.py on daphne, on a free port, proxying to `upstream`."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-p", str(port), "--access-log", os.devnull]
+        + ["bench.floor_app:application"],
+        cwd=ROOT,
+        env={**os.environ, "FLOOR_UPSTREAM": upstream},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the floor app did not start")
 
 
 def start_upstream() -> tuple[subprocess.Popen, str]:
@@ -91,7 +119,7 @@ async def first_content(client: httpx.AsyncClient, url: str, payload: dict, head
     raise RuntimeError(f"no content chunk from {url}")
 
 
-async def run_site(site: Site, upstream: str, args) -> dict:
+async def run_site(site: Site, upstream: str, floor: str, args) -> dict:
     name = "proxied-" + secrets.token_hex(3)
     site.live.manage(
         "models",
@@ -110,25 +138,29 @@ async def run_site(site: Site, upstream: str, args) -> dict:
     headers = {"Authorization": f"Bearer {key}"}
     up_host, up_port, up_prefix = split(upstream)
     pg_host, pg_port, _ = split(site.base_url)
+    fl_host, fl_port, _ = split(floor)
     direct_path, proxied_path = f"{up_prefix}/chat/completions", "/v1/chat/completions"
-    out = {"direct": [], "proxied": [], "direct_ttfc": [], "proxied_ttfc": []}
-    direct, proxied = Connection(up_host, up_port), Connection(pg_host, pg_port)
+    # kind: (host, port, path, headers, model)
+    targets = {
+        "direct": (up_host, up_port, direct_path, {}, "fake"),
+        "floor": (fl_host, fl_port, proxied_path, {}, "fake"),
+        "proxied": (pg_host, pg_port, proxied_path, headers, name),
+    }
+    out = {kind: [] for kind in targets} | {"direct_ttfc": [], "proxied_ttfc": []}
+    conns = {kind: Connection(host, port) for kind, (host, port, *_) in targets.items()}
     for _ in range(10):  # warm-up
-        await direct.request("POST", direct_path, {}, body("fake"))
-        status, _, payload = await proxied.request("POST", proxied_path, headers, body(name))
-        if status != 200:
-            raise RuntimeError(f"proxied request: {status} {payload[:300]!r}")
+        for kind, (_, _, path, hdrs, model) in targets.items():
+            status, _, payload = await conns[kind].request("POST", path, hdrs, body(model))
+            if status != 200:
+                raise RuntimeError(f"{kind} request: {status} {payload[:300]!r}")
     for _ in range(args.requests):
-        for kind, conn, path, hdrs, model in (
-            ("direct", direct, direct_path, {}, "fake"),
-            ("proxied", proxied, proxied_path, headers, name),
-        ):
+        for kind, (_, _, path, hdrs, model) in targets.items():
             t0 = time.perf_counter()
-            status, _, _ = await conn.request("POST", path, hdrs, body(model))
+            status, _, _ = await conns[kind].request("POST", path, hdrs, body(model))
             if status == 200:
                 out[kind].append((time.perf_counter() - t0) * 1000)
-    await direct.close()
-    await proxied.close()
+    for conn in conns.values():
+        await conn.close()
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(args.requests // 2):
             out["direct_ttfc"].append(
@@ -137,21 +169,14 @@ async def run_site(site: Site, upstream: str, args) -> dict:
             out["proxied_ttfc"].append(
                 await first_content(client, site.base_url + proxied_path, body(name, True), headers)
             )
-    rates = {"direct": [], "proxied": []}
+    rates = {kind: [] for kind in targets}
     errors: dict[str, int] = {}
     latencies = []
     for _ in range(args.rounds):
-        for kind in ("direct", "proxied"):
-            if kind == "direct":
-                host, port = up_host, up_port
+        for kind, (host, port, path, hdrs, model) in targets.items():
 
-                def make(path=direct_path):
-                    return "POST", path, {}, body("fake")
-            else:
-                host, port = pg_host, pg_port
-
-                def make(path=proxied_path):
-                    return "POST", path, headers, body(name)
+            def make(path=path, hdrs=hdrs, model=model):
+                return "POST", path, hdrs, body(model)
 
             ok, errs, lat, elapsed = await load_round(
                 host, port, args.concurrency, args.seconds, make
@@ -167,11 +192,13 @@ async def run_site(site: Site, upstream: str, args) -> dict:
 
 def report(mode: str, r: dict, args) -> None:
     print(f"\n[{mode}] chat completion, fake upstream in its own process")
-    p50 = {k: percentile(r[k], 50) for k in ("direct", "proxied", "direct_ttfc", "proxied_ttfc")}
-    p99 = {k: percentile(r[k], 99) for k in ("direct", "proxied", "direct_ttfc", "proxied_ttfc")}
+    kinds = ("direct", "floor", "proxied", "direct_ttfc", "proxied_ttfc")
+    p50 = {k: percentile(r[k], 50) for k in kinds}
+    p99 = {k: percentile(r[k], 99) for k in kinds}
     added = p50["proxied"] - p50["direct"]
     added_ttfc = p50["proxied_ttfc"] - p50["direct_ttfc"]
     rate = median(r["rates"]["proxied"])
+    floor_rate = median(r["rates"]["floor"])
 
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISS"
@@ -180,6 +207,7 @@ def report(mode: str, r: dict, args) -> None:
         [
             "concurrency 1, whole request (ms)",
             f"{p50['direct']:.1f} / {p99['direct']:.1f}",
+            f"{p50['floor']:.1f} / {p99['floor']:.1f}",
             f"{p50['proxied']:.1f} / {p99['proxied']:.1f}",
             f"+{added:.1f}",
             f"≤ {TARGET_ADDED_MS:g}: {verdict(added <= TARGET_ADDED_MS)}",
@@ -187,6 +215,7 @@ def report(mode: str, r: dict, args) -> None:
         [
             "concurrency 1, first content chunk (ms)",
             f"{p50['direct_ttfc']:.1f} / {p99['direct_ttfc']:.1f}",
+            "",
             f"{p50['proxied_ttfc']:.1f} / {p99['proxied_ttfc']:.1f}",
             f"+{added_ttfc:.1f}",
             f"≤ {TARGET_ADDED_MS:g}: {verdict(added_ttfc <= TARGET_ADDED_MS)}",
@@ -194,12 +223,18 @@ def report(mode: str, r: dict, args) -> None:
         [
             f"concurrency {args.concurrency}, completions/s",
             f"{median(r['rates']['direct']):.0f}",
+            f"{floor_rate:.0f}",
             f"{rate:.0f}",
             "",
             f"≥ {TARGET_RATE:g}: {verdict(rate >= TARGET_RATE)}",
         ],
     ]
-    print_table(["figure (p50 / p99)", "direct", "proxied", "added", "target"], rows)
+    print_table(["figure (p50 / p99)", "direct", "floor", "proxied", "added", "target"], rows)
+    print(
+        f"floor (bare Django proxy view): adds +{p50['floor'] - p50['direct']:.1f} ms at "
+        f"concurrency 1; proxied/floor completions/s = {rate / floor_rate:.2f} "
+        f"(rounds: floor {min(r['rates']['floor']):.0f}–{max(r['rates']['floor']):.0f}/s)"
+    )
     lat = r["latencies"]
     if lat:
         print(
@@ -212,6 +247,7 @@ def report(mode: str, r: dict, args) -> None:
 
 async def main_async(args) -> int:
     proc, upstream = start_upstream()
+    floor_proc, floor = start_floor(upstream)
     sites = {}
     try:
         for mode in modes_for(args.mode):
@@ -219,11 +255,12 @@ async def main_async(args) -> int:
             sites[mode] = Site(mode, extra_env={"PLAYGROUND_RATE_TIERS": RAISED})
         results = {}
         for mode, site in sites.items():
-            results[mode] = await run_site(site, upstream, args)
+            results[mode] = await run_site(site, upstream, floor, args)
     finally:
         for site in sites.values():
             site.close()
         proc.terminate()
+        floor_proc.terminate()
     for mode, result in results.items():
         report(mode, result, args)
     return 0
