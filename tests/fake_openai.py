@@ -60,7 +60,10 @@ class FakeOpenAI:
         self.disconnected = threading.Event()  # a client hung up while we were streaming
         self.in_flight = 0  # POSTs being answered now, and the most there were at once
         self.most_in_flight = 0
-        self._count_lock = threading.Lock()
+        # Each POST waits (up to 10 s) until this many are in flight before answering: a test
+        # of how many run at once then does not depend on how fast the machine starts them.
+        self.answer_when_in_flight = 0
+        self._count_lock = threading.Condition()
         self._stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"fake": self})
         self.server = _Server(("127.0.0.1", 0), handler)
@@ -122,6 +125,10 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._count_lock:
             fake.in_flight += 1
             fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+            fake._count_lock.notify_all()
+            fake._count_lock.wait_for(
+                lambda: fake.most_in_flight >= fake.answer_when_in_flight, timeout=10
+            )
         try:
             self._post()
         finally:

@@ -2,13 +2,19 @@
 
 `start_site(tmp_path, services=False)` gives a migrated site on a free port: embedded mode on a
 fresh SQLite file, or services mode on a fresh PostgreSQL database and its own Redis db number.
+Each run migrates one template database per mode and copies it for every site (migrate takes
+2.7 s on SQLite and 4.6 s on PostgreSQL here; a copy 0.01 s and 0.24 s).
 """
 
+import atexit
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +122,48 @@ class LiveSite:
             step()
 
 
+_templates: dict[str, str] = {}
+_templates_lock = threading.Lock()
+SQLITE_NAME = "playground.sqlite3"  # settings: PLAYGROUND_DATA_DIR / this
+
+
+def _migrate(env: dict) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+
+
+def _template(services: bool, env: dict) -> str:
+    """This run's migrated template: a SQLite file's path, or a PostgreSQL database's name."""
+    kind = "pg" if services else "sqlite"
+    with _templates_lock:
+        if kind in _templates:
+            return _templates[kind]
+        if services:
+            import psycopg
+
+            name = "pg_live_tmpl_" + secrets.token_hex(4)
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            atexit.register(_drop_database, name)
+            _migrate({**env, "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name})
+            _templates[kind] = name
+        else:
+            folder = tempfile.mkdtemp(prefix="playground-template-")
+            atexit.register(shutil.rmtree, folder, True)
+            _migrate({**env, "PLAYGROUND_DATA_DIR": folder})
+            _templates[kind] = str(Path(folder, SQLITE_NAME))
+        return _templates[kind]
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     import httpx
 
@@ -153,22 +201,22 @@ def start_site(
         import redis
 
         name = "pg_live_" + secrets.token_hex(4)
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
         db_number = 1 + secrets.randbelow(15)
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         env["REDIS_URL"] = f"{REDIS_BASE}/{db_number}"
+        template = _template(True, env)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         # Its own key prefix: two sites on one Redis never take each other's jobs.
         env["PLAYGROUND_REDIS_PREFIX"] = "pgtest" + secrets.token_hex(4)
         redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-
-        def drop():
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        cleanup.append(drop)
+        cleanup.append(lambda: _drop_database(name))
+    else:
+        database = Path(tmp_path, SQLITE_NAME)
+        if not database.exists():
+            Path(tmp_path).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_template(False, env), database)
     site = LiveSite(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", env, cleanup=cleanup)
-    site.manage("migrate", "--noinput")
     server = site.start_process(
         sys.executable,
         "-m",

@@ -350,7 +350,7 @@ def test_many_streams_at_once_all_run_at_once(site):
     ran them, had min(32, cores + 4) threads: 6 here, the rest waited their turn)."""
     fake = FakeOpenAI().start()
     fake.chunks = ["a", "b", "c"]
-    fake.chunk_delay = 0.5
+    fake.answer_when_in_flight = 10  # (6 when capped: they wait 10 s, then the test fails)
     try:
         site.manage("models", "add-openai", "wide", "--base-url", fake.base_url)
         body = {"model": "wide", "messages": [{"role": "user", "content": "hi"}], "stream": True}
