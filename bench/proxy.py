@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ import httpx
 
 from bench._common import ROOT, Site, modes_for, percentile, print_table
 from bench._load import Connection, load_round, median
-from tests.live import free_port
+from tests.live import free_port, wait_http
 
 RAISED = "pro:100000000/1000000000"
 TARGET_ADDED_MS = 8.0
@@ -64,15 +63,13 @@ def start_floor(upstream: str) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the floor app did not start")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, url
 
 
 def start_upstream() -> tuple[subprocess.Popen, str]:

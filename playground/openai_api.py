@@ -112,6 +112,11 @@ def _raise_if_failed(job: Job) -> None:
         raise ApiError(409, "canceled", "The request was canceled.")
 
 
+async def _raise_unless_succeeded(job: Job) -> None:
+    if job.status != Job.SUCCESS:  # a job that succeeded needs no thread hop for this
+        await sync_to_async(_raise_if_failed)(job)
+
+
 def _completion(job: Job, chat: bool) -> dict:
     text = job.output.get("text", "")
     finish = job.output.get("finish_reason", "stop")
@@ -273,8 +278,7 @@ def _view(chat: bool):
             return response
         if not job.is_terminal:
             job, _ = await wait_until_done(job, _wait_limit())
-        if job.status != Job.SUCCESS:  # (a finished job needs no thread for this)
-            await sync_to_async(_raise_if_failed)(job)
+        await _raise_unless_succeeded(job)
         return JsonResponse(_completion(job, chat))
 
     view.__name__ = "chat_completions" if chat else "completions"
@@ -339,6 +343,5 @@ async def embeddings(request):
     data = parse_body(request)
     job = await sync_to_async(_submit_embeddings)(request.api_key, data)
     job, _ = await wait_until_done(job, _wait_limit())
-    if job.status != Job.SUCCESS:
-        await sync_to_async(_raise_if_failed)(job)
+    await _raise_unless_succeeded(job)
     return JsonResponse(_embeddings_document(job))

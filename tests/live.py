@@ -147,7 +147,7 @@ def _template(services: bool, env: dict) -> str:
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{name}"')
             atexit.register(_drop_database, name)
-            _migrate({**env, "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name})
+            _migrate({**env, "DATABASE_URL": _database_url(name)})
             _templates[kind] = name
         else:
             folder = tempfile.mkdtemp(prefix="playground-template-")
@@ -157,6 +157,10 @@ def _template(services: bool, env: dict) -> str:
         return _templates[kind]
 
 
+def _database_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
 def _drop_database(name: str) -> None:
     import psycopg
 
@@ -164,7 +168,7 @@ def _drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -206,7 +210,7 @@ def start_site(
         template = _template(True, env)
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        env["DATABASE_URL"] = _database_url(name)
         # Its own key prefix: two sites on one Redis never take each other's jobs.
         env["PLAYGROUND_REDIS_PREFIX"] = "pgtest" + secrets.token_hex(4)
         redis.Redis.from_url(env["REDIS_URL"]).flushdb()
@@ -240,7 +244,7 @@ def start_site(
                 log_name=f"worker{i}",
             )
     try:
-        _wait_http(site.base_url + "/healthz", server)
+        wait_http(site.base_url + "/healthz", server)
     except Exception:
         site.stop()
         raise

@@ -6,7 +6,7 @@ import sys
 import httpx
 import pytest
 
-from tests.live import _wait_http, free_port, require_services, start_site
+from tests.live import free_port, require_services, start_site, wait_http
 
 pytestmark = pytest.mark.services
 
@@ -28,7 +28,7 @@ def two_servers(tmp_path_factory):
             "playground.asgi:application",
             log_name="daphne2",
         )
-        _wait_http(f"http://127.0.0.1:{port}/healthz", second)
+        wait_http(f"http://127.0.0.1:{port}/healthz", second)
         site.manage("users", "add", "free@example.com", "--credits", "100", "--tier", "free")
         site.free_key = site.manage("apikey", "create", "free@example.com").stdout.strip()
         yield site, [site.base_url, f"http://127.0.0.1:{port}"]

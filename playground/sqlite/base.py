@@ -8,9 +8,10 @@ moment the previous one commits. Other processes (manage.py commands) still meet
 busy timeout; so does a thread that waited on the lock for that long.
 
 Connections close at the end of each request (CONN_MAX_AGE=0), except on threads marked by
-`keep_connections_open`: the /v1 handler's reused request threads (playground/middleware.py),
-where a new connection per request (open, pragmas, Django's functions, the schema read on
-first use) cost more CPU than the rest of a chat completion's statements together.
+`keep_connections_open`: the /v1 handler's reused request threads (playground/middleware.py)
+and the threads of streamed inline jobs (playground/openai_api.py). There a new connection
+per request (open, pragmas, Django's functions, the schema read on first use) cost more CPU
+than the rest of a chat completion's statements together.
 """
 
 import threading
